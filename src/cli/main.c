@@ -1,0 +1,48 @@
+/* main.c - `sdxl`: dispatch to a sub-command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/cpu.h"
+#include "sdxl.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"inspect", sdxl_cmd_inspect, "print a safetensors file's metadata and tensors"},
+    {"make-model", sdxl_cmd_make_model, "write a small SDXL-shaped test model (seeded weights)"},
+    {"smoke", sdxl_cmd_smoke, "run the engine's ops on a small model and report timings"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "sdxl %s - SDXL image generation with LoRA adapters\n\nusage: sdxl <command> [options]\n\n",
+            SDXL_VERSION_STRING);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n`sdxl <command> --help` describes a command. CPU kernels: %s.\n",
+            sdxl_isa_name(sdxl_cpu_isa()));
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("sdxl %s\n", SDXL_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sdxl: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

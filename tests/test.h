@@ -1,0 +1,77 @@
+/* test.h - the test framework of sdxl-worker (no dependency).
+ *
+ *   TEST(f16_roundtrip) { CHECK(x == y); CHECK_NEAR(a, b, 1e-6); }
+ *
+ * Each TEST registers itself at start-up; tests/runner.c runs them all (or
+ * those whose name contains argv[1]) and ends with "N passed, N failed".
+ * CHECK* records a failure and continues; REQUIRE* returns from the test.
+ * Paths: sdxl_test_data(rel) gives tests/data/<rel> (SDXL_TEST_DATA, else the
+ * source tree's path baked in at build time); sdxl_test_tmpdir() a per-run
+ * scratch folder.
+ */
+#ifndef SDXL_TESTS_TEST_H
+#define SDXL_TESTS_TEST_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef void (*sdxl_test_fn)(void);
+void sdxl_test_register(const char *name, const char *file, sdxl_test_fn fn);
+void sdxl_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *sdxl_test_data(const char *rel);  /* static buffer per call: copy if kept */
+const char *sdxl_test_tmpdir(void);
+/* Max abs difference / max |ref|, for reporting. */
+double sdxl_test_max_abs_diff(const float *a, const float *b, long n);
+
+#define TEST(name)                                                                                 \
+    static void test_##name(void);                                                                 \
+    __attribute__((constructor)) static void test_register_##name(void) {                          \
+        sdxl_test_register(#name, __FILE__, test_##name);                                          \
+    }                                                                                              \
+    static void test_##name(void)
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) sdxl_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                       \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) sdxl_test_fail(__FILE__, __LINE__, __VA_ARGS__);                              \
+    } while (0)
+
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            sdxl_test_fail(__FILE__, __LINE__, "REQUIRE(%s)", #cond);                              \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) sdxl_test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, a_, b_); \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);                             \
+        if (!(fabs(a_ - b_) <= t_))                                                                \
+            sdxl_test_fail(__FILE__, __LINE__, "|%s - %s| = |%.9g - %.9g| = %.3g > %.3g", #a, #b,   \
+                           a_, b_, fabs(a_ - b_), t_);                                             \
+    } while (0)
+
+/* Status must be SDXL_STATUS_OK; prints the error text otherwise. */
+#define REQUIRE_OK(expr, errp)                                                                     \
+    do {                                                                                           \
+        int st_ = (int)(expr);                                                                     \
+        if (st_ != 0) {                                                                            \
+            sdxl_test_fail(__FILE__, __LINE__, "%s -> status %d: %s", #expr, st_,                  \
+                           (errp) ? (errp)->msg : "");                                             \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+#endif
