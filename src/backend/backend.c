@@ -30,3 +30,5 @@ void sdxl_backend_free(sdxl_backend *be) {
 const sdxl_backend_ops *sdxl_backend_ops_of(const sdxl_backend *be) { return be->ops; }
 
 const char *sdxl_backend_last_error(const sdxl_backend *be) { return be->err.msg; }
+
+int sdxl_backend_threads(const sdxl_backend *be) { return be->n_threads > 0 ? be->n_threads : 1; }

@@ -117,6 +117,10 @@ typedef struct sdxl_backend_ops {
     sdxl_status (*concat)(sdxl_backend *be, const sdxl_tensor *a, const sdxl_tensor *b, int dim,
                           sdxl_tensor *y);
 
+    /* Batched 2-D transpose: x [B, R, C] → y [B, C, R] (NCHW viewed as [B, C, H·W] ↔ tokens
+     * [B, H·W, C] around a transformer). Same dtype (any). y must not alias x. */
+    sdxl_status (*transpose)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
+
     /* Nearest-neighbour ×2 upsample: x [B, C, H, W] → y [B, C, 2H, 2W]. */
     sdxl_status (*upsample_nearest2x)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 
@@ -151,6 +155,8 @@ void sdxl_backend_free(sdxl_backend *be); /* NULL-safe */
 
 /* The table (never NULL for a live back end). */
 const sdxl_backend_ops *sdxl_backend_ops_of(const sdxl_backend *be);
+/* Worker threads the back end computes with (CPU), 1 for a device back end. */
+int sdxl_backend_threads(const sdxl_backend *be);
 /* Text of the last failed op on this back end. */
 const char *sdxl_backend_last_error(const sdxl_backend *be);
 
@@ -158,6 +164,7 @@ const char *sdxl_backend_last_error(const sdxl_backend *be);
 struct sdxl_backend {
     const sdxl_backend_ops *ops;
     sdxl_error err;
+    int n_threads;
 };
 
 /* Implementations' constructors (backend.c picks one by kind). */

@@ -72,6 +72,7 @@ static const sdxl_backend_ops cpu_ops = {
     .binary = sdxl__cpu_binary,
     .scale = sdxl__cpu_scale,
     .concat = sdxl__cpu_concat,
+    .transpose = sdxl__cpu_transpose,
     .upsample_nearest2x = sdxl__cpu_upsample_nearest2x,
     .embedding = sdxl__cpu_embedding,
     .cast = sdxl__cpu_cast,
@@ -91,6 +92,7 @@ sdxl_backend *sdxl__backend_cpu_create(const sdxl_backend_params *params, sdxl_e
         return NULL;
     }
     c->n_threads = sdxl_threadpool_size(c->pool);
+    c->base.n_threads = c->n_threads;
     openblas_set_num_threads(c->n_threads);
     return &c->base;
 }
