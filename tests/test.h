@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "core/status.h"
+
 typedef void (*sdxl_test_fn)(void);
 void sdxl_test_register(const char *name, const char *file, sdxl_test_fn fn);
 void sdxl_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -68,8 +70,9 @@ double sdxl_test_max_abs_diff(const float *a, const float *b, long n);
     do {                                                                                           \
         int st_ = (int)(expr);                                                                     \
         if (st_ != 0) {                                                                            \
+            const sdxl_error *e_ = (errp);                                                         \
             sdxl_test_fail(__FILE__, __LINE__, "%s -> status %d: %s", #expr, st_,                  \
-                           (errp) ? (errp)->msg : "");                                             \
+                           e_ ? e_->msg : "");                                                     \
             return;                                                                                \
         }                                                                                          \
     } while (0)
