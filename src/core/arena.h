@@ -5,6 +5,13 @@
  * (capacity 0 at create) hands out no memory but records the high-water
  * mark a plan would need, so a dry run sizes the real arena exactly.
  * Not thread-safe: one arena per job.
+ *
+ * Each block takes its size rounded up to a multiple of 64 bytes (size 0
+ * takes 64, so blocks are always distinct); used, peak and marks are
+ * multiples of 64. A real arena created with a measuring arena's peak as its
+ * capacity serves the same sequence of calls exactly. Under AddressSanitizer
+ * the bytes outside live blocks are poisoned. All functions accept NULL
+ * (alloc returns NULL, the getters 0/false, free and reset do nothing).
  */
 #ifndef SDXL_CORE_ARENA_H
 #define SDXL_CORE_ARENA_H
@@ -24,7 +31,9 @@ void sdxl_arena_free(sdxl_arena *a);
 /* A 64-byte-aligned block of `size` bytes, or NULL when the arena is full
  * (for a measuring arena: a non-NULL dummy pointer that must not be touched). */
 void *sdxl_arena_alloc(sdxl_arena *a, size_t size);
-/* Offset marks: free everything allocated after `mark` at once. */
+/* Offset marks: free everything allocated after `mark` at once. A mark
+ * beyond the current `used` (not from this arena's present state) is
+ * ignored. */
 size_t sdxl_arena_mark(const sdxl_arena *a);
 void sdxl_arena_reset(sdxl_arena *a, size_t mark);
 

@@ -24,9 +24,15 @@ typedef enum sdxl_isa_level {
 const sdxl_cpu_features *sdxl_cpu_get(void);
 /* Highest level usable here, after the SDXL_CPU_MAX cap. */
 sdxl_isa_level sdxl_cpu_isa(void);
-const char *sdxl_isa_name(sdxl_isa_level l);
+const char *sdxl_isa_name(sdxl_isa_level l); /* "generic", "avx2", "avx512"; "?" if invalid */
 /* Override the cap at run time (tests, benchmarks). Not thread-safe against
- * concurrent kernel dispatch: call it between ops. */
+ * concurrent kernel dispatch: call it between ops. It replaces the cap taken
+ * from SDXL_CPU_MAX (it can raise it again); values out of range are clamped.
+ * Asking for more than the CPU has is fine: sdxl_cpu_isa() stays at what the
+ * CPU supports. */
 void sdxl_cpu_set_max_isa(sdxl_isa_level l);
+/* The cap in force now (SDXL_CPU_MAX or the last sdxl_cpu_set_max_isa;
+ * SDXL_ISA_AVX512 when neither), so a caller can restore it. */
+sdxl_isa_level sdxl_cpu_max_isa(void);
 
 #endif

@@ -1,9 +1,11 @@
 #include "core/tensor.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
 sdxl_tensor sdxl_tensor_make(void *data, sdxl_dtype dtype, int ndim, const int64_t *shape) {
+    assert(ndim >= 0 && ndim <= SDXL_MAX_DIMS); /* programmer error: shapes come from code */
     sdxl_tensor t = {.data = data, .dtype = dtype, .device = SDXL_DEVICE_CPU, .ndim = ndim};
     for (int i = 0; i < SDXL_MAX_DIMS; i++) t.ne[i] = i < ndim ? shape[i] : 1;
     return t;
@@ -57,6 +59,7 @@ bool sdxl_tensor_reshape(const sdxl_tensor *t, int ndim, const int64_t *shape, s
 }
 
 sdxl_tensor sdxl_tensor_slice0(const sdxl_tensor *t, int64_t begin, int64_t end) {
+    assert(t->ndim >= 1 && begin >= 0 && begin <= end && end <= t->ne[0]);
     sdxl_tensor r = *t;
     int64_t row = sdxl_tensor_inner(t, 1) * (int64_t)sdxl_dtype_size(t->dtype);
     r.data = (char *)t->data + begin * row;
