@@ -95,13 +95,14 @@ typedef struct sdxl_backend_ops {
     sdxl_status (*attention)(sdxl_backend *be, const sdxl_tensor *q, const sdxl_tensor *k,
                              const sdxl_tensor *v, const sdxl_attention_params *p, sdxl_tensor *o);
 
-    /* Softmax over the last dim. y may alias x. */
+    /* Softmax over the last dim. y may alias x. A row holding a NaN, or only -inf, gives NaN
+     * (as torch). */
     sdxl_status (*softmax)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 
     /* Elementwise activation. y may alias x. */
     sdxl_status (*unary)(sdxl_backend *be, sdxl_unary_op op, const sdxl_tensor *x, sdxl_tensor *y);
 
-    /* GEGLU (diffusers): x [..., 2N] = [h | g] → y [..., N] = h · gelu_erf(g). */
+    /* GEGLU (diffusers): x [..., 2N] = [h | g] → y [..., N] = h · gelu_erf(g). y must not overlap x. */
     sdxl_status (*geglu)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 
     /* y = a (op) b with b broadcast to a's shape: b has a's ndim after left-padding with 1s, and each
@@ -113,7 +114,7 @@ typedef struct sdxl_backend_ops {
     /* y = x · s + t (t usually 0). y may alias x. */
     sdxl_status (*scale)(sdxl_backend *be, const sdxl_tensor *x, float s, float t, sdxl_tensor *y);
 
-    /* Concatenate a and b along `dim` (same dtype; all other dims equal). */
+    /* Concatenate a and b along `dim` (0 <= dim < ndim; same dtype; all other dims equal). */
     sdxl_status (*concat)(sdxl_backend *be, const sdxl_tensor *a, const sdxl_tensor *b, int dim,
                           sdxl_tensor *y);
 
@@ -121,16 +122,17 @@ typedef struct sdxl_backend_ops {
      * [B, H·W, C] around a transformer). Same dtype (any). y must not alias x. */
     sdxl_status (*transpose)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 
-    /* Nearest-neighbour ×2 upsample: x [B, C, H, W] → y [B, C, 2H, 2W]. */
+    /* Nearest-neighbour ×2 upsample: x [B, C, H, W] → y [B, C, 2H, 2W], f32. */
     sdxl_status (*upsample_nearest2x)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 
-    /* Rows of table [V, D] (f32|f16|bf16) picked by ids [N] (i32) → y [N, D] f32. An id outside
+    /* Rows of table [V, D] (f32|f16|bf16) picked by ids [N] (i32; or any shape [...] giving
+     * y [..., D]) → y [N, D] f32. An id outside
      * [0, V) is SDXL_STATUS_BAD_INPUT naming the position and value. */
     sdxl_status (*embedding)(sdxl_backend *be, const sdxl_tensor *table, const sdxl_tensor *ids,
                              sdxl_tensor *y);
 
     /* Convert between float dtypes (f32/f16/bf16, rounding to nearest even); same shape. Same
-     * dtype copies. */
+     * dtype copies; y == x with the same dtype does nothing; any other overlap is rejected. */
     sdxl_status (*cast)(sdxl_backend *be, const sdxl_tensor *x, sdxl_tensor *y);
 } sdxl_backend_ops;
 
