@@ -1,0 +1,92 @@
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+
+#ifndef SDXL_SOURCE_DATA_DIR
+#define SDXL_SOURCE_DATA_DIR "data"
+#endif
+#ifndef SDXL_INSTALL_DATA_DIR
+#define SDXL_INSTALL_DATA_DIR "/usr/local/share/sdxl-worker"
+#endif
+
+#define CLIP_VOCAB "clip_bpe_simple_vocab_16e6.txt.gz"
+
+sdxl_model_params sdxl_model_default_params(void) {
+    sdxl_model_params p = {.weights = sdxl_weights_default_params()};
+    return p;
+}
+
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+sdxl_status sdxl_model_find_clip_vocab(const char *data_dir, char *buf, size_t n, sdxl_error *err) {
+    const char *dirs[] = {data_dir, getenv("SDXL_DATA_DIR"), SDXL_SOURCE_DATA_DIR, SDXL_INSTALL_DATA_DIR};
+    char tried[400] = "";
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        if (!dirs[i] || !*dirs[i]) continue;
+        snprintf(buf, n, "%s/%s", dirs[i], CLIP_VOCAB);
+        if (is_file(buf)) return SDXL_STATUS_OK;
+        size_t k = strlen(tried);
+        snprintf(tried + k, sizeof tried - k, "%s%s", k ? ", " : "", dirs[i]);
+    }
+    return sdxl_error_set(err, SDXL_STATUS_NOT_FOUND,
+                          "%s not found (looked in: %s); set SDXL_DATA_DIR to the project's data/ folder",
+                          CLIP_VOCAB, tried);
+}
+
+sdxl_status sdxl_model_load(const char *path, const sdxl_model_params *params, sdxl_model **out, sdxl_error *err) {
+    sdxl_model_params p = params ? *params : sdxl_model_default_params();
+    *out = NULL;
+    sdxl_model *m = sdxl_calloc(1, sizeof *m);
+    if (!m) return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "allocating the model");
+    sdxl_status st = sdxl_weights_load(path, &p.weights, &m->weights, err);
+    if (st) goto fail;
+    const char *tokdir = is_dir(path) ? path : p.tokenizer_dir;
+    for (int i = 0; i < 2; i++) {
+        if (tokdir) {
+            char d[4096];
+            snprintf(d, sizeof d, "%s/%s", tokdir, i ? "tokenizer_2" : "tokenizer");
+            st = sdxl_tokenizer_load_dir(d, &m->tok[i], err);
+        } else {
+            char vocab[4096];
+            st = sdxl_model_find_clip_vocab(p.data_dir, vocab, sizeof vocab, err);
+            if (!st)
+                st = sdxl_tokenizer_load_clip_default(vocab, i ? SDXL_TOKENIZER_PAD_BANG : SDXL_TOKENIZER_PAD_EOS,
+                                                      &m->tok[i], err);
+        }
+        if (st) goto fail;
+        /* every id the tokenizer can produce must index the encoder's table */
+        int vocab_n = sdxl_weights_config(m->weights)->te[i].vocab_size;
+        if (sdxl_tokenizer_vocab_size(m->tok[i]) > vocab_n) {
+            st = sdxl_error_set(err, SDXL_STATUS_BAD_INPUT,
+                                "%s: tokenizer%s has %d tokens but text_encoder%s has only %d embeddings", path,
+                                i ? "_2" : "", sdxl_tokenizer_vocab_size(m->tok[i]), i ? "_2" : "", vocab_n);
+            goto fail;
+        }
+    }
+    *out = m;
+    return SDXL_STATUS_OK;
+fail:
+    sdxl_model_free(m);
+    return st;
+}
+
+void sdxl_model_free(sdxl_model *m) {
+    if (!m) return;
+    sdxl_tokenizer_free(m->tok[0]);
+    sdxl_tokenizer_free(m->tok[1]);
+    sdxl_weights_free(m->weights);
+    sdxl_free(m);
+}
