@@ -92,7 +92,7 @@ static const char *act_name(sdxl_unary_op op) {
 TEST(ew_unary_known_values) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     static const struct {
         sdxl_unary_op op;
         float x;
@@ -135,7 +135,7 @@ TEST(ew_unary_known_values) {
 TEST(ew_unary_matches_double_reference) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     const size_t sizes[] = {1, 7, 33, 1000, 16384 + 17, 50001};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];
@@ -177,7 +177,7 @@ TEST(ew_unary_matches_double_reference) {
 TEST(ew_unary_special_values) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     float x[20], y[20];
     for (int i = 0; i < 20; i++) x[i] = 0.5f;
     const int pos[] = {0, 17}; /* one in the vector body, one in the tail */
@@ -218,7 +218,7 @@ TEST(ew_unary_special_values) {
 TEST(ew_geglu_hand_and_reference) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     /* x [1, 4] = [h0 h1 | g0 g1] = [2 3 | 1 0] -> [2·gelu(1), 3·gelu(0)] */
     float x[4] = {2, 3, 1, 0}, y[2];
     sdxl_tensor tx = sdxl_tensor_2d(x, SDXL_DTYPE_F32, 1, 4), ty = sdxl_tensor_2d(y, SDXL_DTYPE_F32, 1, 2);
@@ -321,7 +321,7 @@ TEST(ew_softmax_hand_values) {
 TEST(ew_softmax_matches_double_reference) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     const int64_t shapes[][2] = {{1, 1}, {3, 7}, {5, 77}, {33, 1000}, {4, 4096}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t R = shapes[s][0], C = shapes[s][1];

@@ -122,7 +122,7 @@ TEST(norm_layer_norm_hand_values) {
 TEST(norm_layer_norm_matches_double_reference) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     const int64_t shapes[][3] = {{1, 1, 1}, {1, 3, 7}, {2, 77, 768}, {2, 300, 640}, {1, 5, 1283}};
     const sdxl_dtype dts[] = {SDXL_DTYPE_F32, SDXL_DTYPE_F16, SDXL_DTYPE_BF16};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -224,7 +224,7 @@ TEST(norm_group_norm_hand_values) {
 TEST(norm_group_norm_matches_double_reference) {
     sdxl_backend *be = make_backend();
     REQUIRE(be);
-    const sdxl_isa_level isa0 = sdxl_cpu_isa();
+    const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
     static const struct {
         int nd;
         int64_t sh[4];
@@ -389,7 +389,7 @@ TEST(norm_group_norm_matches_diffusers_conv_norm_out) {
         float *y = falloc(n);
         sdxl_tensor ty = x;
         ty.data = y;
-        const sdxl_isa_level isa0 = sdxl_cpu_isa();
+        const sdxl_isa_level isa0 = sdxl_cpu_max_isa();
         for (int k = 0; k < N_ISAS; k++) {
             sdxl_cpu_set_max_isa(ISAS[k]);
             CHECK(be->ops->group_norm(be, &x, &g, &b, 32, 1e-5f, false, &ty) == SDXL_STATUS_OK);

@@ -3,8 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "backend/cpu/cpu_internal.h"
 #include "core/alloc.h"
 
@@ -93,6 +91,5 @@ sdxl_backend *sdxl__backend_cpu_create(const sdxl_backend_params *params, sdxl_e
     }
     c->n_threads = sdxl_threadpool_size(c->pool);
     c->base.n_threads = c->n_threads;
-    openblas_set_num_threads(c->n_threads);
     return &c->base;
 }
