@@ -32,6 +32,7 @@ static bool is_dir(const char *p) {
 }
 
 sdxl_status sdxl_model_find_clip_vocab(const char *data_dir, char *buf, size_t n, sdxl_error *err) {
+    if (!buf || n == 0) return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "find_clip_vocab: no buffer");
     const char *dirs[] = {data_dir, getenv("SDXL_DATA_DIR"), SDXL_SOURCE_DATA_DIR, SDXL_INSTALL_DATA_DIR};
     char tried[400] = "";
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
