@@ -7,5 +7,5 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
 echo
 echo "== demo: sdxl smoke on a small model the project makes =="
-build/sdxl make-model -o build/smoke-model.safetensors
+build/sdxl make-model --smoke -o build/smoke-model.safetensors
 build/sdxl smoke --model build/smoke-model.safetensors

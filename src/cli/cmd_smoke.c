@@ -1,7 +1,7 @@
-/* cmd_smoke.c - `sdxl make-model` and `sdxl smoke`: the engine end to end on
- * a small model the project makes itself.
+/* cmd_smoke.c - `sdxl make-model --smoke` and `sdxl smoke`: the engine end to
+ * end on a small model the project makes itself.
  *
- * make-model writes one SDXL UNet stage in diffusers naming, with seeded
+ * make-model --smoke writes one SDXL UNet stage in diffusers naming, with seeded
  * random weights, as a safetensors file: conv_in, a ResNet block with its
  * time embedding, a Transformer2D block (GroupNorm, proj_in, self-attention,
  * cross-attention over a 77-token context, GEGLU feed-forward, proj_out) and
@@ -109,33 +109,12 @@ static int parse_dtype(const char *s, sdxl_st_dtype *st, sdxl_dtype *dt) {
     return -1;
 }
 
-int sdxl_cmd_make_model(int argc, char **argv) {
-    const char *out = NULL, *dtype = "f16";
-    unsigned long long seed = 42;
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"seed", required_argument, 0, 's'},
-                                         {"dtype", required_argument, 0, 'd'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "o:s:d:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'o': out = optarg; break;
-        case 's': seed = strtoull(optarg, NULL, 10); break;
-        case 'd': dtype = optarg; break;
-        case 'h':
-            printf("usage: sdxl make-model -o FILE [--seed N] [--dtype f32|f16|bf16]\n"
-                   "Writes one SDXL UNet stage (conv_in, ResNet, Transformer2D, conv_out) with seeded\n"
-                   "random weights as safetensors, for `sdxl smoke`.\n");
-            return 0;
-        default: return 2;
-        }
-    }
+/* `sdxl make-model --smoke` (cmd_make_model.c parses the options). */
+int sdxl__smoke_make_model(const char *out, unsigned long long seed, const char *dtype) {
     sdxl_st_dtype st_t;
     sdxl_dtype dt;
     if (!out || parse_dtype(dtype, &st_t, &dt)) {
-        fprintf(stderr, "make-model: need -o FILE and --dtype f32|f16|bf16 (see --help)\n");
+        fprintf(stderr, "make-model: --smoke needs -o FILE and --dtype f32|f16|bf16 (see --help)\n");
         return 2;
     }
     const smoke_cfg *c = &default_cfg;
@@ -363,7 +342,7 @@ int sdxl_cmd_smoke(int argc, char **argv) {
         case 't': threads = atoi(optarg); break;
         case 'h':
             printf("usage: sdxl smoke --model FILE [--size S] [--threads N]\n"
-                   "Runs the stage written by `sdxl make-model` on a [1,4,S,S] latent (S*S tokens of\n"
+                   "Runs the stage written by `sdxl make-model --smoke` on a [1,4,S,S] latent (S*S tokens of\n"
                    "self-attention, 77 of cross-attention) and reports timings and checks.\n");
             return 0;
         default: return 2;

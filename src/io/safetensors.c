@@ -857,8 +857,8 @@ static void fsync_parent_dir(const char *path, char *scratch) {
     if (fd >= 0) close(fd);
 }
 
-static sdxl_status validate_entries(const sdxl_st_write_entry *entries, size_t n, const char *path,
-                                    sdxl_error *err) {
+static sdxl_status validate_entries(const sdxl_st_write_entry *entries, size_t n, bool need_data,
+                                    const char *path, sdxl_error *err) {
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {
         const sdxl_st_write_entry *e = &entries[i];
@@ -881,7 +881,7 @@ static sdxl_status validate_entries(const sdxl_st_write_entry *entries, size_t n
                 return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG,
                                       "%s: tensor %s: invalid or too large shape", path, name.s);
         }
-        if (nbytes && !e->data)
+        if (need_data && nbytes && !e->data)
             return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "%s: tensor %s: data is NULL", path, name.s);
         if (__builtin_add_overflow(off, nbytes, &off) || off >= MAX_EXACT)
             return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "%s: data section too large at tensor %s",
@@ -890,14 +890,17 @@ static sdxl_status validate_entries(const sdxl_st_write_entry *entries, size_t n
     return SDXL_STATUS_OK;
 }
 
-sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, size_t n,
-                          const char *const *metadata_kv, sdxl_error *err) {
+/* Both writers: data from entries[i].data (fill == NULL), or streamed
+ * through `fill` in chunks of at most SDXL_ST_WRITE_CHUNK bytes. */
+static sdxl_status write_impl(const char *path, const sdxl_st_write_entry *entries, size_t n,
+                              const char *const *metadata_kv, sdxl_st_fill_fn fill, void *user_data,
+                              sdxl_error *err) {
     if (!path || (n && !entries))
         return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "sdxl_st_write: path or entries is NULL");
     if (n > SDXL_ST_MAX_TENSORS)
         return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "%s: %zu tensors, over the limit of %u", path, n,
                               SDXL_ST_MAX_TENSORS);
-    sdxl_status st = validate_entries(entries, n, path, err);
+    sdxl_status st = validate_entries(entries, n, fill == NULL, path, err);
     if (st != SDXL_STATUS_OK) return st;
     size_t n_meta = 0;
     if (metadata_kv) {
@@ -918,6 +921,20 @@ sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, 
     char *tmp = sdxl_malloc(2 * (path_len + 5)); /* "<path>.tmp", then a scratch copy of path */
     size_t n_sort = n > n_meta ? n : n_meta;
     const void **sorted = sdxl_malloc((n_sort ? n_sort : 1) * sizeof *sorted);
+    /* the streaming buffer: no larger than the largest tensor */
+    size_t chunk = 0;
+    void *chunk_buf = NULL;
+    if (fill) {
+        for (size_t i = 0; i < n; i++) {
+            size_t nbytes = sdxl_st_dtype_size(entries[i].dtype);
+            for (int d = 0; d < entries[i].ndim; d++)
+                nbytes *= (size_t)entries[i].shape[d]; /* checked in validate_entries */
+            if (nbytes > chunk) chunk = nbytes;
+        }
+        if (chunk > SDXL_ST_WRITE_CHUNK) chunk = SDXL_ST_WRITE_CHUNK;
+        chunk_buf = sdxl_malloc(chunk ? chunk : 1);
+        if (!chunk_buf) goto oom;
+    }
     if (!tmp || !sorted) goto oom;
     memcpy(tmp, path, path_len);
     memcpy(tmp + path_len, ".tmp", 5);
@@ -1008,7 +1025,17 @@ sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, 
         size_t nbytes = sdxl_st_dtype_size(entries[i].dtype);
         for (int d = 0; d < entries[i].ndim; d++)
             nbytes *= (size_t)entries[i].shape[d];
-        if (nbytes) ret = write_all(fd, entries[i].data, nbytes, tmp, err);
+        if (!fill) {
+            if (nbytes) ret = write_all(fd, entries[i].data, nbytes, tmp, err);
+            continue;
+        }
+        /* SDXL_ST_WRITE_CHUNK is a multiple of every element size, so each
+         * chunk holds whole elements */
+        for (size_t pos = 0; pos < nbytes && ret == SDXL_STATUS_OK; pos += chunk) {
+            size_t len = nbytes - pos < chunk ? nbytes - pos : chunk;
+            ret = fill(user_data, i, (uint64_t)pos, chunk_buf, len, err);
+            if (ret == SDXL_STATUS_OK) ret = write_all(fd, chunk_buf, len, tmp, err);
+        }
     }
     if (ret == SDXL_STATUS_OK && fsync(fd) != 0)
         ret = sdxl_error_set(err, SDXL_STATUS_IO, "%s: fsync failed: %s", tmp, strerror(errno));
@@ -1027,8 +1054,21 @@ sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, 
 oom:
     ret = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory building the header", path);
 done:
+    sdxl_free(chunk_buf);
     sdxl_free(hb.p);
     sdxl_free(sorted);
     sdxl_free(tmp);
     return ret;
+}
+
+sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, size_t n,
+                          const char *const *metadata_kv, sdxl_error *err) {
+    return write_impl(path, entries, n, metadata_kv, NULL, NULL, err);
+}
+
+sdxl_status sdxl_st_write_cb(const char *path, const sdxl_st_write_entry *entries, size_t n,
+                             const char *const *metadata_kv, sdxl_st_fill_fn fill, void *user_data,
+                             sdxl_error *err) {
+    if (!fill) return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "sdxl_st_write_cb: fill is NULL");
+    return write_impl(path, entries, n, metadata_kv, fill, user_data, err);
 }

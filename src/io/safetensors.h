@@ -168,4 +168,29 @@ typedef struct sdxl_st_write_entry {
 sdxl_status sdxl_st_write(const char *path, const sdxl_st_write_entry *entries, size_t n,
                           const char *const *metadata_kv, sdxl_error *err);
 
+/* Streaming variant, for files too large to hold in memory (a generated
+ * 7 GB model): the data of each tensor is produced by `fill` just before it
+ * is written, in chunks of at most SDXL_ST_WRITE_CHUNK bytes, so memory stays
+ * at one chunk whatever the file size.
+ *
+ *   fill(user_data, i, offset, buf, len, err) must write bytes
+ *   [offset, offset + len) of entries[i]'s data into buf and return
+ *   SDXL_STATUS_OK, or return an error status with `err` set (e.g.
+ *   SDXL_STATUS_CANCELLED), which abandons the write.
+ *
+ * Calls come in file order (tensor 0 first, offsets increasing, each tensor
+ * complete before the next); len is a multiple of the element size; buf is
+ * 64-byte aligned and only valid during the call; a tensor of 0 bytes gets no
+ * call. entries[i].data is ignored (may be NULL). Everything else as
+ * sdxl_st_write: same header and layout (byte-identical output for the same
+ * bytes), same "<path>.tmp" + fsync + rename, and on any failure, including
+ * one returned by `fill`, "<path>.tmp" is removed and `path` is left as it
+ * was. */
+#define SDXL_ST_WRITE_CHUNK ((size_t)8 << 20)
+typedef sdxl_status (*sdxl_st_fill_fn)(void *user_data, size_t index, uint64_t offset, void *buf, size_t len,
+                                       sdxl_error *err);
+sdxl_status sdxl_st_write_cb(const char *path, const sdxl_st_write_entry *entries, size_t n,
+                             const char *const *metadata_kv, sdxl_st_fill_fn fill, void *user_data,
+                             sdxl_error *err);
+
 #endif

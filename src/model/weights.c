@@ -617,6 +617,80 @@ static int cmp_out(const void *a, const void *b) {
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
+sdxl_status sdxl_weights_single_file_metadata(const sdxl_model_config *c, const char *const *extra,
+                                              const char ***out, sdxl_error *err) {
+    if (!c || !out)
+        return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG,
+                              "sdxl_weights_single_file_metadata: NULL argument");
+    *out = NULL;
+    /* self-describing metadata; keys in `extra` win */
+    char vals[10][128];
+    const char *keys[10];
+    int nk = 0;
+    snprintf(vals[nk], sizeof vals[0], "%.17g", c->vae.scaling_factor);
+    keys[nk++] = "scaling_factor";
+    {
+        size_t off = 0;
+        vals[nk][0] = 0;
+        for (int l = 0; l < c->unet.num_levels && l < SDXL_MAX_LEVELS && off < sizeof vals[0]; l++)
+            off += (size_t)snprintf(vals[nk] + off, sizeof vals[0] - off, "%s%d", l ? "," : "",
+                                    c->unet.down_num_heads[l]);
+        keys[nk++] = "unet.num_heads";
+    }
+    for (int k = 0; k < 2; k++) {
+        snprintf(vals[nk], sizeof vals[0], "%s", sdxl_act_name(c->te[k].hidden_act));
+        keys[nk++] = k ? "te2.hidden_act" : "te1.hidden_act";
+        snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].num_heads);
+        keys[nk++] = k ? "te2.num_attention_heads" : "te1.num_attention_heads";
+        snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].hidden_state_index);
+        keys[nk++] = k ? "te2.hidden_state_index" : "te1.hidden_state_index";
+    }
+    snprintf(vals[nk], sizeof vals[0], "%s", c->pipeline.force_zeros_for_empty_prompt ? "true" : "false");
+    keys[nk++] = "force_zeros_for_empty_prompt";
+    if (c->vae.has_shift_factor) {
+        snprintf(vals[nk], sizeof vals[0], "%.17g", c->vae.shift_factor);
+        keys[nk++] = "shift_factor";
+    }
+    size_t nextra = 0;
+    while (extra && extra[nextra])
+        nextra += 2;
+    /* one block: the pointer array, then copies of every string */
+    size_t bytes = (2 * (size_t)nk + nextra + 1) * sizeof(char *);
+    for (int k = 0; k < nk; k++)
+        bytes += strlen(keys[k]) + strlen(vals[k]) + 2;
+    for (size_t j = 0; j < nextra; j++) {
+        if (!extra[j])
+            return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "single-file metadata: key %s has no value",
+                                  extra[j - 1]);
+        bytes += strlen(extra[j]) + 1;
+    }
+    const char **kv = sdxl_malloc(bytes);
+    if (!kv) return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "single-file metadata: out of memory");
+    char *sp = (char *)(kv + 2 * (size_t)nk + nextra + 1);
+    size_t m = 0;
+#define PUT(str)                                                                                             \
+    do {                                                                                                     \
+        size_t l_ = strlen(str) + 1;                                                                         \
+        memcpy(sp, (str), l_);                                                                               \
+        kv[m++] = sp;                                                                                        \
+        sp += l_;                                                                                            \
+    } while (0)
+    for (int k = 0; k < nk; k++) {
+        bool overridden = false;
+        for (size_t j = 0; j < nextra && !overridden; j += 2)
+            overridden = !strcmp(extra[j], keys[k]);
+        if (overridden) continue;
+        PUT(keys[k]);
+        PUT(vals[k]);
+    }
+    for (size_t j = 0; j < nextra; j++)
+        PUT(extra[j]);
+#undef PUT
+    kv[m] = NULL;
+    *out = kv;
+    return SDXL_STATUS_OK;
+}
+
 sdxl_status sdxl_weights_write_single_file(const sdxl_weights *w, const char *path, const char *const *extra,
                                            sdxl_error *err) {
     if (!w || !path)
@@ -688,57 +762,10 @@ sdxl_status sdxl_weights_write_single_file(const sdxl_weights *w, const char *pa
         } else {
             for (size_t i = 0; i < no; i++)
                 ents[i] = o[i].e;
-            /* self-describing metadata; keys in `extra` win */
-            const sdxl_model_config *c = &w->cfg;
-            char vals[10][128];
-            const char *keys[10];
-            int nk = 0;
-            snprintf(vals[nk], sizeof vals[0], "%.17g", c->vae.scaling_factor);
-            keys[nk++] = "scaling_factor";
-            {
-                size_t off = 0;
-                for (int l = 0; l < c->unet.num_levels; l++)
-                    off += (size_t)snprintf(vals[nk] + off, sizeof vals[0] - off, "%s%d", l ? "," : "",
-                                            c->unet.down_num_heads[l]);
-                keys[nk++] = "unet.num_heads";
-            }
-            for (int k = 0; k < 2; k++) {
-                snprintf(vals[nk], sizeof vals[0], "%s", sdxl_act_name(c->te[k].hidden_act));
-                keys[nk++] = k ? "te2.hidden_act" : "te1.hidden_act";
-                snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].num_heads);
-                keys[nk++] = k ? "te2.num_attention_heads" : "te1.num_attention_heads";
-                snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].hidden_state_index);
-                keys[nk++] = k ? "te2.hidden_state_index" : "te1.hidden_state_index";
-            }
-            snprintf(vals[nk], sizeof vals[0], "%s",
-                     c->pipeline.force_zeros_for_empty_prompt ? "true" : "false");
-            keys[nk++] = "force_zeros_for_empty_prompt";
-            if (c->vae.has_shift_factor) {
-                snprintf(vals[nk], sizeof vals[0], "%.17g", c->vae.shift_factor);
-                keys[nk++] = "shift_factor";
-            }
-            size_t nextra = 0;
-            while (extra && extra[nextra])
-                nextra += 2;
-            const char **kv = sdxl_malloc((2 * (size_t)nk + nextra + 1) * sizeof *kv);
-            if (!kv) {
-                st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
-            } else {
-                size_t m = 0;
-                for (int k = 0; k < nk; k++) {
-                    bool overridden = false;
-                    for (size_t j = 0; j < nextra && !overridden; j += 2)
-                        overridden = !strcmp(extra[j], keys[k]);
-                    if (overridden) continue;
-                    kv[m++] = keys[k];
-                    kv[m++] = vals[k];
-                }
-                for (size_t j = 0; j < nextra; j++)
-                    kv[m++] = extra[j];
-                kv[m] = NULL;
-                st = sdxl_st_write(path, ents, no, kv, err);
-                sdxl_free(kv);
-            }
+            const char **kv = NULL;
+            st = sdxl_weights_single_file_metadata(&w->cfg, extra, &kv, err);
+            if (!st) st = sdxl_st_write(path, ents, no, kv, err);
+            sdxl_free(kv);
             sdxl_free(ents);
         }
     }

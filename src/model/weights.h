@@ -191,4 +191,14 @@ sdxl_status sdxl_weights_set_data(sdxl_weights *w, size_t i, void *data, sdxl_er
 sdxl_status sdxl_weights_write_single_file(const sdxl_weights *w, const char *path,
                                            const char *const *extra_metadata, sdxl_error *err);
 
+/* The __metadata__ that sdxl_weights_write_single_file writes for a model of
+ * config `cfg` (the hints listed above, then `extra_metadata`, whose keys
+ * replace hints of the same name), for writers that have no loaded store
+ * (model/make_model.c streams generated weights). On success *out is one
+ * sdxl_malloc'd block: a NULL-terminated "key","value",... array followed by
+ * the strings it points to; release it with a single sdxl_free. Errors:
+ * INVALID_ARG, OUT_OF_MEMORY. Thread-safe. */
+sdxl_status sdxl_weights_single_file_metadata(const sdxl_model_config *cfg, const char *const *extra_metadata,
+                                              const char ***out, sdxl_error *err);
+
 #endif

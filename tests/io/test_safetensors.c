@@ -907,3 +907,167 @@ TEST(safetensors_writer_escapes_names) {
     CHECK(sdxl_st_metadata(f, "k\x02") && strcmp(sdxl_st_metadata(f, "k\x02"), "v\x7f\"") == 0);
     sdxl_st_close(f);
 }
+
+/* ---- streaming writer (sdxl_st_write_cb) ---------------------------------- */
+
+/* The tensors of a streamed file: their bytes are a function of (tensor,
+ * byte offset), so the callback can produce any chunk, and the same bytes
+ * can be given to sdxl_st_write in memory. */
+#define CB_N 5
+typedef struct {
+    sdxl_st_write_entry e[CB_N];
+    int64_t shapes[CB_N][2];
+    uint8_t *data[CB_N];
+    size_t nbytes[CB_N];
+    /* what the callback saw */
+    int calls, fail_at;
+    size_t last_index;
+    uint64_t next_offset;
+    bool order_ok, size_ok;
+} cb_set;
+
+static uint8_t cb_byte(size_t i, uint64_t off) {
+    return (uint8_t)((off * 2654435761u) >> 13 ^ (i * 131));
+}
+
+static void cb_fill_set(cb_set *s) {
+    memset(s, 0, sizeof *s);
+    /* F32 of 9 MiB (more than one chunk), a scalar, an empty tensor, F16, U8 */
+    static const struct {
+        const char *name;
+        sdxl_st_dtype dt;
+        int ndim;
+        int64_t d0, d1;
+    } spec[CB_N] = {{"big", SDXL_ST_F32, 2, 1536, 1536},
+                    {"scalar", SDXL_ST_F32, 0, 0, 0},
+                    {"empty", SDXL_ST_F16, 2, 0, 7},
+                    {"half", SDXL_ST_F16, 1, 777, 0},
+                    {"bytes", SDXL_ST_U8, 1, 13, 0}};
+    for (int i = 0; i < CB_N; i++) {
+        s->shapes[i][0] = spec[i].d0;
+        s->shapes[i][1] = spec[i].d1;
+        size_t n = sdxl_st_dtype_size(spec[i].dt);
+        for (int d = 0; d < spec[i].ndim; d++)
+            n *= (size_t)s->shapes[i][d];
+        s->nbytes[i] = n;
+        s->data[i] = malloc(n ? n : 1);
+        for (size_t k = 0; k < n; k++)
+            s->data[i][k] = cb_byte((size_t)i, k);
+        s->e[i] = (sdxl_st_write_entry){spec[i].name, spec[i].dt, spec[i].ndim, s->shapes[i], s->data[i]};
+    }
+    s->order_ok = s->size_ok = true;
+    s->fail_at = -1;
+}
+
+static void cb_free_set(cb_set *s) {
+    for (int i = 0; i < CB_N; i++)
+        free(s->data[i]);
+}
+
+static sdxl_status cb_fill(void *user, size_t index, uint64_t offset, void *buf, size_t len, sdxl_error *err) {
+    cb_set *s = user;
+    if (s->calls++ == s->fail_at) return sdxl_error_set(err, SDXL_STATUS_CANCELLED, "stopped by the test");
+    /* in file order: a new tensor starts at offset 0, a tensor continues
+     * where the last chunk ended */
+    if (index == s->last_index && s->calls > 1) {
+        if (offset != s->next_offset) s->order_ok = false;
+    } else if (offset != 0 || (s->calls > 1 && index < s->last_index)) {
+        s->order_ok = false;
+    }
+    size_t es = sdxl_st_dtype_size(s->e[index].dtype);
+    if (len == 0 || len % es || len > SDXL_ST_WRITE_CHUNK || offset + len > s->nbytes[index] ||
+        (uintptr_t)buf % 64)
+        s->size_ok = false;
+    for (size_t k = 0; k < len; k++)
+        ((uint8_t *)buf)[k] = cb_byte(index, offset + k);
+    s->last_index = index;
+    s->next_offset = offset + len;
+    return SDXL_STATUS_OK;
+}
+
+TEST(safetensors_write_cb_matches_write) {
+    static cb_set s;
+    cb_fill_set(&s);
+    sdxl_error err = {0};
+    const char *meta[] = {"format", "pt", NULL};
+    char a[1100], b[1100];
+    snprintf(a, sizeof a, "%s", tmp_path("cb-mem.safetensors"));
+    snprintf(b, sizeof b, "%s", tmp_path("cb-stream.safetensors"));
+    REQUIRE_ST(sdxl_st_write(a, s.e, CB_N, meta, &err), &err);
+    sdxl_st_write_entry nodata[CB_N];
+    memcpy(nodata, s.e, sizeof nodata);
+    for (int i = 0; i < CB_N; i++)
+        nodata[i].data = NULL; /* ignored by the streaming writer */
+    REQUIRE_ST(sdxl_st_write_cb(b, nodata, CB_N, meta, cb_fill, &s, &err), &err);
+    /* 9 MiB: two chunks; the empty tensor gets no call */
+    CHECK_EQ_INT(s.calls, 2 + 1 + 1 + 1);
+    CHECK(s.order_ok);
+    CHECK(s.size_ok);
+    sdxl_st_file *fa = NULL, *fb = NULL;
+    REQUIRE_ST(sdxl_st_open(a, &fa, &err), &err);
+    REQUIRE_ST(sdxl_st_open(b, &fb, &err), &err);
+    CHECK_EQ_INT(sdxl_st_header_size(fa), sdxl_st_header_size(fb));
+    CHECK_EQ_INT(sdxl_st_data_size(fa), sdxl_st_data_size(fb));
+    for (size_t i = 0; i < CB_N; i++) {
+        const sdxl_st_tensor *ta = sdxl_st_find(fa, s.e[i].name), *tb = sdxl_st_find(fb, s.e[i].name);
+        REQUIRE(ta && tb);
+        CHECK(ta->offset == tb->offset && ta->nbytes == tb->nbytes);
+        CHECK(tb->nbytes == 0 || memcmp(tb->data, s.data[i], tb->nbytes) == 0);
+    }
+    sdxl_st_close(fa);
+    sdxl_st_close(fb);
+    /* byte-identical files */
+    FILE *f1 = fopen(a, "rb"), *f2 = fopen(b, "rb");
+    REQUIRE(f1 && f2);
+    int c1, c2;
+    bool same = true;
+    do {
+        c1 = fgetc(f1), c2 = fgetc(f2);
+        same = same && c1 == c2;
+    } while (same && c1 != EOF);
+    fclose(f1);
+    fclose(f2);
+    CHECK(same);
+    cb_free_set(&s);
+}
+
+TEST(safetensors_write_cb_failure_leaves_old_file) {
+    static cb_set s;
+    cb_fill_set(&s);
+    sdxl_error err = {0};
+    const char *path = tmp_path("cb-fail.safetensors");
+    REQUIRE(write_bytes(path, "old", 3));
+    /* the callback fails on its second call (inside the 9 MiB tensor) */
+    s.fail_at = 1;
+    CHECK_EQ_INT(sdxl_st_write_cb(path, s.e, CB_N, NULL, cb_fill, &s, &err), SDXL_STATUS_CANCELLED);
+    CHECK(strstr(err.msg, "stopped by the test") != NULL);
+    char *old = read_text(path);
+    CHECK(old && strcmp(old, "old") == 0);
+    free(old);
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    CHECK(!file_exists(tmp));
+    /* a missing fill is an API error; bad entries are checked as in sdxl_st_write */
+    CHECK_EQ_INT(sdxl_st_write_cb(path, s.e, CB_N, NULL, NULL, NULL, &err), SDXL_STATUS_INVALID_ARG);
+    int64_t neg = -1;
+    sdxl_st_write_entry bad = {"x", SDXL_ST_F32, 1, &neg, NULL};
+    CHECK_EQ_INT(sdxl_st_write_cb(path, &bad, 1, NULL, cb_fill, &s, &err), SDXL_STATUS_INVALID_ARG);
+    CHECK(!file_exists(tmp));
+    /* allocation failure (the chunk buffer included): OUT_OF_MEMORY, nothing on disk */
+    const char *p2 = tmp_path("cb-oom.safetensors");
+    int failures = 0;
+    for (int64_t n = 1; n < 100; n++) {
+        s.fail_at = -1;
+        s.calls = 0;
+        sdxl__alloc_fail_at(n);
+        sdxl_status st = sdxl_st_write_cb(p2, s.e, CB_N, NULL, cb_fill, &s, &err);
+        sdxl__alloc_fail_at(0);
+        if (st == SDXL_STATUS_OK) break;
+        failures++;
+        CHECK_EQ_INT(st, SDXL_STATUS_OUT_OF_MEMORY);
+        expect_no_files("streaming allocation failure", p2);
+    }
+    CHECK(failures >= 3);
+    CHECK(file_exists(p2));
+    cb_free_set(&s);
+}
