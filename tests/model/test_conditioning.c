@@ -153,3 +153,27 @@ TEST(cond_emphasis_scales_tokens_and_keeps_mean) {
     sdxl_cond_free(&plain), sdxl_cond_free(&pz), sdxl_cond_free(&emph), sdxl_cond_free(&ez);
     cfix_free(&f);
 }
+
+/* The single-file form of the same model (written through the naming table in reverse: TE2
+ * q/k/v stacked into in_proj, text_projection transposed) gives bit-identical conditioning. */
+TEST(cond_single_file_matches_folder_bit_for_bit) {
+    cond_fixture f;
+    if (!cfix(&f)) return cfix_free(&f);
+    sdxl_error err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/cond_single.safetensors", sdxl_test_tmpdir());
+    REQUIRE_OK(sdxl_weights_write_single_file(f.w, path, NULL, &err), &err);
+    sdxl_weights *ws = NULL;
+    REQUIRE_OK(sdxl_weights_load(path, NULL, &ws, &err), &err);
+    CHECK(sdxl_weights_layout(ws) == SDXL_LAYOUT_SGM);
+    sdxl_cond_request r = diffusers_req(P[3], "oil painting", NEG);
+    sdxl_cond a, an, b, bn;
+    REQUIRE_OK(sdxl_encode_prompts(f.be, f.w, f.t1, f.t2, &r, &a, &an, &err), &err);
+    REQUIRE_OK(sdxl_encode_prompts(f.be, ws, f.t1, f.t2, &r, &b, &bn, &err), &err);
+    CHECK(memcmp(a.embeds, b.embeds, (size_t)a.n_tokens * a.dim * 4) == 0);
+    CHECK(memcmp(a.pooled, b.pooled, (size_t)a.pooled_dim * 4) == 0);
+    CHECK(memcmp(an.embeds, bn.embeds, (size_t)an.n_tokens * an.dim * 4) == 0);
+    sdxl_cond_free(&a), sdxl_cond_free(&an), sdxl_cond_free(&b), sdxl_cond_free(&bn);
+    sdxl_weights_free(ws);
+    cfix_free(&f);
+}
