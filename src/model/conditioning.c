@@ -45,37 +45,57 @@ static sdxl_status tokenize_side(const sdxl_tokenizer *tok1, const sdxl_tokenize
     return st;
 }
 
-/* Run both encoders over n rows and assemble out (allocated here). */
-static sdxl_status encode_side(sdxl_backend *be, const sdxl_weights *w, const side_tokens *s, int n,
-                               sdxl_arena *arena, sdxl_cond *out, sdxl_error *err) {
+/* Run both encoders once over the rows of every side (positive and negative
+ * stacked into one batch: twice the rows per GEMM, one pass over the
+ * weights), apply emphasis per row, and assemble each side's output. */
+static sdxl_status encode_sides(sdxl_backend *be, const sdxl_weights *w, side_tokens *const *sides, int nsides,
+                                int n, sdxl_arena *arena, sdxl_cond *const *outs, sdxl_error *err) {
     const sdxl_model_config *cfg = sdxl_weights_config(w);
-    const int C1 = cfg->te[0].hidden_size, C2 = cfg->te[1].hidden_size, T = s->b[0].chunk_len;
+    const int C1 = cfg->te[0].hidden_size, C2 = cfg->te[1].hidden_size, T = sides[0]->b[0].chunk_len;
     const int P = cfg->te[1].with_projection ? cfg->te[1].projection_dim : C2;
-    out->n_tokens = n * T;
-    out->dim = C1 + C2;
-    out->pooled_dim = P;
-    out->embeds = sdxl_malloc((size_t)out->n_tokens * (size_t)out->dim * 4);
-    out->pooled = sdxl_malloc((size_t)P * 4);
-    float *h1 = sdxl_malloc((size_t)n * T * C1 * 4), *h2 = sdxl_malloc((size_t)n * T * C2 * 4);
-    float *pooled = sdxl_malloc((size_t)n * P * 4);
+    const int rows = nsides * n;
+    const size_t side_ids = (size_t)n * T;
+    int32_t *ids1 = sdxl_malloc((size_t)rows * T * 4), *ids2 = sdxl_malloc((size_t)rows * T * 4);
+    float *h1 = sdxl_malloc((size_t)rows * T * C1 * 4), *h2 = sdxl_malloc((size_t)rows * T * C2 * 4);
+    float *pooled = sdxl_malloc((size_t)rows * P * 4);
     sdxl_status st = SDXL_STATUS_OK;
-    if (!out->embeds || !out->pooled || !h1 || !h2 || !pooled) {
-        st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "encode_prompt: %d chunks", n);
+    if (!ids1 || !ids2 || !h1 || !h2 || !pooled) {
+        st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "encode_prompt: %d chunks", rows);
         goto done;
     }
-    if ((st = sdxl_clip_encode(be, w, SDXL_COMP_TE1, s->b[0].ids, n, T, arena, h1, NULL, err)) ||
-        (st = sdxl_clip_encode(be, w, SDXL_COMP_TE2, s->b[1].ids, n, T, arena, h2, pooled, err)))
+    for (int k = 0; k < nsides; k++) { /* ids [side][chunk][77] */
+        memcpy(ids1 + k * side_ids, sides[k]->b[0].ids, side_ids * 4);
+        memcpy(ids2 + k * side_ids, sides[k]->b[1].ids, side_ids * 4);
+    }
+    if ((st = sdxl_clip_encode(be, w, SDXL_COMP_TE1, ids1, rows, T, arena, h1, NULL, err)) ||
+        (st = sdxl_clip_encode(be, w, SDXL_COMP_TE2, ids2, rows, T, arena, h2, pooled, err)))
         goto done;
-    for (int r = 0; r < n; r++) {
-        emphasize(h1 + (int64_t)r * T * C1, s->b[0].weights + (int64_t)r * T, T, C1);
-        emphasize(h2 + (int64_t)r * T * C2, s->b[1].weights + (int64_t)r * T, T, C2);
+    for (int k = 0; k < nsides; k++) {
+        sdxl_cond *out = outs[k];
+        float *s1 = h1 + (int64_t)k * side_ids * C1, *s2 = h2 + (int64_t)k * side_ids * C2;
+        for (int r = 0; r < n; r++) {
+            emphasize(s1 + (int64_t)r * T * C1, sides[k]->b[0].weights + (int64_t)r * T, T, C1);
+            emphasize(s2 + (int64_t)r * T * C2, sides[k]->b[1].weights + (int64_t)r * T, T, C2);
+        }
+        out->n_tokens = n * T;
+        out->dim = C1 + C2;
+        out->pooled_dim = P;
+        out->embeds = sdxl_malloc((size_t)out->n_tokens * (size_t)out->dim * 4);
+        out->pooled = sdxl_malloc((size_t)P * 4);
+        if (!out->embeds || !out->pooled) {
+            st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "encode_prompt: %d chunks", n);
+            goto done;
+        }
+        for (int64_t i = 0; i < (int64_t)n * T; i++) { /* [TE1 | TE2] per token */
+            memcpy(out->embeds + i * out->dim, s1 + i * C1, (size_t)C1 * 4);
+            memcpy(out->embeds + i * out->dim + C1, s2 + i * C2, (size_t)C2 * 4);
+        }
+        /* the side's first chunk only, never weighted */
+        memcpy(out->pooled, pooled + (int64_t)k * n * P, (size_t)P * 4);
     }
-    for (int64_t i = 0; i < (int64_t)n * T; i++) { /* [TE1 | TE2] per token */
-        memcpy(out->embeds + i * out->dim, h1 + i * C1, (size_t)C1 * 4);
-        memcpy(out->embeds + i * out->dim + C1, h2 + i * C2, (size_t)C2 * 4);
-    }
-    memcpy(out->pooled, pooled, (size_t)P * 4); /* first chunk only, never weighted */
 done:
+    sdxl_free(ids1);
+    sdxl_free(ids2);
     sdxl_free(h1);
     sdxl_free(h2);
     sdxl_free(pooled);
@@ -111,14 +131,17 @@ sdxl_status sdxl_encode_prompts(sdxl_backend *be, const sdxl_weights *w, const s
                       (st = sdxl_token_batch_pad_chunks(tok2, &sn.b[1], n, err))))
         goto done;
     const sdxl_model_config *cfg = sdxl_weights_config(w);
-    size_t a1 = sdxl_clip_arena_bytes(&cfg->te[0], n, sp.b[0].chunk_len);
-    size_t a2 = sdxl_clip_arena_bytes(&cfg->te[1], n, sp.b[0].chunk_len);
+    int nsides = zero_neg ? 1 : 2;
+    size_t a1 = sdxl_clip_arena_bytes(&cfg->te[0], nsides * n, sp.b[0].chunk_len);
+    size_t a2 = sdxl_clip_arena_bytes(&cfg->te[1], nsides * n, sp.b[0].chunk_len);
     arena = sdxl_arena_create(a1 > a2 ? a1 : a2);
     if (!arena) {
         st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "encode_prompt: text encoder scratch");
         goto done;
     }
-    if ((st = encode_side(be, w, &sp, n, arena, pos, err))) goto done;
+    side_tokens *sides[2] = {&sp, &sn};
+    sdxl_cond *outs[2] = {pos, neg};
+    if ((st = encode_sides(be, w, sides, nsides, n, arena, outs, err))) goto done;
     if (zero_neg) {
         neg->n_tokens = pos->n_tokens;
         neg->dim = pos->dim;
@@ -127,8 +150,6 @@ sdxl_status sdxl_encode_prompts(sdxl_backend *be, const sdxl_weights *w, const s
         neg->pooled = sdxl_calloc((size_t)pos->pooled_dim, 4);
         if (!neg->embeds || !neg->pooled)
             st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "encode_prompt: negative");
-    } else {
-        st = encode_side(be, w, &sn, n, arena, neg, err);
     }
 done:
     side_free(&sp);
