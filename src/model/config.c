@@ -806,6 +806,11 @@ typedef struct {
     int hsi[2];
     bool has_force_zeros, force_zeros;
     hint_src heads_src; /* who set head_channels / heads */
+    bool has_unet_groups, has_vae_groups, has_upcast, upcast;
+    int unet_groups, vae_groups;
+    bool has_ln_eps[2], has_bos[2], has_eos[2], has_pad[2];
+    double ln_eps[2];
+    int bos[2], eos[2], pad[2];
 } hints;
 
 static bool parse_ll(const char *s, long long lo, long long hi, long long *out) {
@@ -834,6 +839,23 @@ static bool parse_double(const char *s, double *out) {
     return true;
 }
 
+static bool parse_bool(const char *s, bool *out) {
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "1"))
+        *out = true;
+    else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "0"))
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+/* "te1.<name>" / "te2.<name>" -> 0 / 1, else -1. */
+static int te_key(const char *key, const char *name) {
+    if (strncmp(key, "te", 2) || (key[2] != '1' && key[2] != '2') || key[3] != '.' || strcmp(key + 4, name))
+        return -1;
+    return key[2] - '1';
+}
+
 /* Set one hint. Unknown keys: ignored for metadata (known = false),
  * INVALID_ARG for caller. Bad values: INVALID_ARG (caller) / BAD_INPUT. */
 static sdxl_status hint_set(hints *h, const char *key, const char *val, hint_src src, const char *where,
@@ -841,6 +863,7 @@ static sdxl_status hint_set(hints *h, const char *key, const char *val, hint_src
     sdxl_status bad = src == SRC_CALLER ? SDXL_STATUS_INVALID_ARG : SDXL_STATUS_BAD_INPUT;
     long long x;
     double d;
+    int k;
     if (known) *known = true;
 #define BADV(what)                                                                                           \
     sdxl_error_set(err, bad, "%s: %s \"%s\" = \"%.60s\": %s", where, src == SRC_CALLER ? "hint" : "key",     \
@@ -860,20 +883,20 @@ static sdxl_status hint_set(hints *h, const char *key, const char *val, hint_src
         const char *p = val;
         while (*p) {
             char tok[32];
-            size_t k = strcspn(p, ",");
-            if (k == 0 || k >= sizeof tok || n == SDXL_MAX_LEVELS)
+            size_t tn = strcspn(p, ",");
+            if (tn == 0 || tn >= sizeof tok || n == SDXL_MAX_LEVELS)
                 return BADV("expected an integer or a list \"5,10,20\"");
-            memcpy(tok, p, k);
-            tok[k] = 0;
+            memcpy(tok, p, tn);
+            tok[tn] = 0;
             if (!parse_ll(tok, 1, SDXL_CFG_MAX_CHANNELS, &x)) return BADV("expected positive integers");
             h->heads[n++] = (int)x;
-            p += k;
+            p += tn;
             if (*p == ',') p++;
         }
         if (!n) return BADV("empty");
         h->n_heads = n, h->head_channels = 0, h->heads_src = src;
     } else if (!strcmp(key, "te1.hidden_act") || !strcmp(key, "te2.hidden_act")) {
-        int k = key[2] - '1';
+        k = key[2] - '1';
         sdxl_act a;
         if (!sdxl_act_from_name(val, &a) || a == SDXL_ACT_SILU)
             return BADV("expected gelu, quick_gelu, gelu_new or gelu_pytorch_tanh");
@@ -885,13 +908,30 @@ static sdxl_status hint_set(hints *h, const char *key, const char *val, hint_src
         if (!parse_ll(val, 0, SDXL_CFG_MAX_TE_LAYERS, &x)) return BADV("expected a non-negative integer");
         h->has_hsi[key[2] - '1'] = true, h->hsi[key[2] - '1'] = (int)x;
     } else if (!strcmp(key, "force_zeros_for_empty_prompt")) {
-        if (!strcmp(val, "true") || !strcmp(val, "True") || !strcmp(val, "1"))
-            h->force_zeros = true;
-        else if (!strcmp(val, "false") || !strcmp(val, "False") || !strcmp(val, "0"))
-            h->force_zeros = false;
-        else
-            return BADV("expected true or false");
+        if (!parse_bool(val, &h->force_zeros)) return BADV("expected true or false");
         h->has_force_zeros = true;
+    } else if (!strcmp(key, "unet.norm_num_groups") || !strcmp(key, "vae.norm_num_groups")) {
+        if (!parse_ll(val, 1, SDXL_CFG_MAX_CHANNELS, &x)) return BADV("expected a positive integer");
+        if (key[0] == 'u')
+            h->has_unet_groups = true, h->unet_groups = (int)x;
+        else
+            h->has_vae_groups = true, h->vae_groups = (int)x;
+    } else if (!strcmp(key, "unet.upcast_attention")) {
+        if (!parse_bool(val, &h->upcast)) return BADV("expected true or false");
+        h->has_upcast = true;
+    } else if ((k = te_key(key, "layer_norm_eps")) >= 0) {
+        if (!parse_double(val, &d) || !(d > 0 && d < 0.5)) return BADV("expected a number in (0, 0.5)");
+        h->has_ln_eps[k] = true, h->ln_eps[k] = d;
+    } else if ((k = te_key(key, "bos_token_id")) >= 0 || (k = te_key(key, "eos_token_id")) >= 0 ||
+               (k = te_key(key, "pad_token_id")) >= 0) {
+        if (!parse_ll(val, INT_MIN, INT_MAX, &x)) return BADV("expected an integer");
+        char which = key[4];
+        if (which == 'b')
+            h->has_bos[k] = true, h->bos[k] = (int)x;
+        else if (which == 'e')
+            h->has_eos[k] = true, h->eos[k] = (int)x;
+        else
+            h->has_pad[k] = true, h->pad[k] = (int)x;
     } else {
         if (known) *known = false;
         if (src == SRC_CALLER)
@@ -899,7 +939,9 @@ static sdxl_status hint_set(hints *h, const char *key, const char *val, hint_src
                                   "%s: unknown hint \"%.80s\" (known: scaling_factor, shift_factor, "
                                   "unet.num_head_channels, unet.num_heads, te1/te2.hidden_act, "
                                   "te1/te2.num_attention_heads, te1/te2.hidden_state_index, "
-                                  "force_zeros_for_empty_prompt)",
+                                  "te1/te2.layer_norm_eps, te1/te2.bos_token_id, te1/te2.eos_token_id, "
+                                  "te1/te2.pad_token_id, unet.norm_num_groups, unet.upcast_attention, "
+                                  "vae.norm_num_groups, force_zeros_for_empty_prompt)",
                                   where, key);
     }
 #undef BADV
@@ -958,7 +1000,17 @@ static sdxl_status hints_apply(sdxl_model_config *cfg, const hints *h, const cha
         if (h->has_act[k]) cfg->te[k].hidden_act = h->act[k];
         if (h->te_heads[k]) cfg->te[k].num_heads = h->te_heads[k];
         if (h->has_hsi[k]) cfg->te[k].hidden_state_index = h->hsi[k];
+        if (h->has_ln_eps[k]) cfg->te[k].layer_norm_eps = h->ln_eps[k];
+        if (h->has_bos[k]) cfg->te[k].bos_token_id = h->bos[k];
+        if (h->has_pad[k]) cfg->te[k].pad_token_id = h->pad[k];
+        if (h->has_eos[k]) {
+            cfg->te[k].eos_token_id = h->eos[k];
+            cfg->te[k].legacy_pooling = h->eos[k] == 2; /* transformers' rule */
+        }
     }
+    if (h->has_unet_groups) cfg->unet.norm_num_groups = h->unet_groups;
+    if (h->has_vae_groups) cfg->vae.norm_num_groups = h->vae_groups;
+    if (h->has_upcast) cfg->unet.upcast_attention = h->upcast;
     if (h->has_force_zeros) cfg->pipeline.force_zeros_for_empty_prompt = h->force_zeros;
     return SDXL_STATUS_OK;
 }
@@ -1305,7 +1357,10 @@ static int y_int(ydoc *d, const char *path, long long lo, long long hi, long lon
 
 static sdxl_status y_mismatch(ydoc *d, const char *path, long long yv, long long fv, const char *what) {
     int line = 0;
-    sdxl__yaml_get(d->y, path, &line);
+    if (!sdxl__yaml_get(d->y, path, &line)) { /* "<seq> (length)": the line of its first item */
+        const char *sp = strchr(path, ' ');
+        if (sp) sdxl__yaml_getf(d->y, &line, "%.*s.0", (int)(sp - path), path);
+    }
     return sdxl_error_set(d->err, SDXL_STATUS_BAD_INPUT,
                           "%s: line %d: %s is %lld but the checkpoint's tensors give %lld (%s)", d->file,
                           line, path, yv, fv, what);
@@ -1319,6 +1374,126 @@ static sdxl_status y_check(ydoc *d, const char *path, long long fv, const char *
     if (r < 0) return st;
     if (r && x != fv) return y_mismatch(d, path, x, fv, what);
     return SDXL_STATUS_OK;
+}
+
+/* Hand a yaml value to hint_set (same parsing and validation as metadata and
+ * caller hints); messages name the yaml file, line and path. */
+static sdxl_status y_hint(ydoc *d, hints *h, const char *path, const char *hint_key) {
+    int line = 0;
+    const char *v = sdxl__yaml_get(d->y, path, &line);
+    if (!v || !*v || !strcmp(v, "null") || !strcmp(v, "~")) return SDXL_STATUS_OK;
+    char where[600];
+    snprintf(where, sizeof where, "%s: line %d: %s", d->file, line, path);
+    return hint_set(h, hint_key, v, SRC_YAML, where, NULL, d->err);
+}
+
+/* The top-level `nonstandard:` block (our extension; see config.h): sizes
+ * SGM's format cannot state. Values the shapes determine are cross-checked;
+ * the rest become hints at the yaml's precedence. `y_hc` / `y_nh`: the head
+ * width / count the SGM keys of this yaml gave (0 if none; at `heads_line`). */
+static sdxl_status yaml_nonstandard(ydoc *d, const sdxl_model_config *cfg, hints *h, int y_hc, int y_nh,
+                                    int heads_line) {
+#define Y_NS "nonstandard."
+    const sdxl_unet_config *u = &cfg->unet;
+    char path[256];
+    long long x;
+    sdxl_status st = SDXL_STATUS_OK;
+    int line = 0, r;
+    static const char *const simple[][2] = {
+        {Y_NS "unet_norm_num_groups", "unet.norm_num_groups"},
+        {Y_NS "unet_upcast_attention", "unet.upcast_attention"},
+        {Y_NS "vae_norm_num_groups", "vae.norm_num_groups"},
+        {Y_NS "vae_shift_factor", "shift_factor"},
+    };
+    for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+        TRY(y_hint(d, h, simple[i][0], simple[i][1]));
+
+    /* scaling factor: must agree with the SGM key model.params.scale_factor */
+    const char *vs = sdxl__yaml_get(d->y, Y_NS "vae_scaling_factor", &line);
+    if (vs && *vs) {
+        int sline = 0;
+        const char *sf = sdxl__yaml_get(d->y, "model.params.scale_factor", &sline);
+        double a, b;
+        if (sf && *sf && parse_double(sf, &a) && parse_double(vs, &b) && a != b)
+            return sdxl_error_set(d->err, SDXL_STATUS_BAD_INPUT,
+                                  "%s: line %d: " Y_NS "vae_scaling_factor is %.17g but line %d: "
+                                  "model.params.scale_factor is %.17g",
+                                  d->file, line, b, sline, a);
+        TRY(y_hint(d, h, Y_NS "vae_scaling_factor", "scaling_factor"));
+    }
+
+    TRY(y_check(d, Y_NS "unet_addition_time_embed_dim", u->addition_time_embed_dim,
+                "(label_emb.0.0.weight inputs - text encoder 2 projection) / 6"));
+
+    /* heads per level: the levels with attention must agree with the SGM keys */
+    int L = u->num_levels;
+    int n = sdxl__yaml_seq_len(d->y, Y_NS "unet_heads_per_level");
+    const char *one = sdxl__yaml_get(d->y, Y_NS "unet_heads_per_level", &line);
+    if (n || (one && *one)) {
+        if (n && n != L) return y_mismatch(d, Y_NS "unet_heads_per_level (length)", n, L, "UNet levels");
+        int heads[SDXL_MAX_LEVELS];
+        for (int l = 0; l < L; l++) {
+            if (n)
+                snprintf(path, sizeof path, Y_NS "unet_heads_per_level.%d", l);
+            else
+                snprintf(path, sizeof path, Y_NS "unet_heads_per_level");
+            r = y_int(d, path, 1, SDXL_CFG_MAX_CHANNELS, &x, &st);
+            if (r < 0) return st;
+            if (!r)
+                return sdxl_error_set(d->err, SDXL_STATUS_BAD_INPUT, "%s: %s: missing value", d->file, path);
+            heads[l] = (int)x;
+            bool attn = u->down_has_attn[l] || u->up_has_attn[L - 1 - l] || l == L - 1;
+            int c = u->block_out_channels[l];
+            int want = y_hc ? c / y_hc : y_nh;
+            if (attn && (y_hc || y_nh) && want != heads[l]) {
+                sdxl__yaml_get(d->y, path, &line);
+                return sdxl_error_set(
+                    d->err, SDXL_STATUS_BAD_INPUT,
+                    "%s: line %d: %s is %d but line %d: %s gives %d heads for the %d channels "
+                    "of UNet level %d",
+                    d->file, line, path, heads[l], heads_line, y_hc ? "num_head_channels" : "num_heads", want,
+                    c, l);
+            }
+        }
+        h->n_heads = L, h->head_channels = 0, h->heads_src = SRC_YAML;
+        memcpy(h->heads, heads, sizeof heads);
+    }
+
+    /* the text encoders' configs (transformers' CLIPTextConfig names) */
+    for (int k = 0; k < 2; k++) {
+        const sdxl_te_config *t = &cfg->te[k];
+        const char *base = k ? Y_NS "text_encoder_2." : Y_NS "text_encoder.";
+        const struct {
+            const char *name;
+            int value;
+            const char *from;
+        } shape[] = {
+            {"vocab_size", t->vocab_size, "token_embedding.weight"},
+            {"hidden_size", t->hidden_size, "token_embedding.weight"},
+            {"intermediate_size", t->intermediate_size, "the first MLP's fc1 / c_fc weight"},
+            {"num_hidden_layers", t->num_layers, "number of encoder layers"},
+            {"max_position_embeddings", t->max_position_embeddings, "position embedding"},
+            {"projection_dim", t->projection_dim, "text_projection"},
+        };
+        for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++) {
+            if (!k && !strcmp(shape[i].name, "projection_dim")) continue; /* TE1 has no projection */
+            snprintf(path, sizeof path, "%s%s", base, shape[i].name);
+            char what[160];
+            snprintf(what, sizeof what, "text encoder %d %s", k + 1, shape[i].from);
+            TRY(y_check(d, path, shape[i].value, what));
+        }
+        static const char *const keys[] = {"num_attention_heads", "hidden_act",   "layer_norm_eps",
+                                           "bos_token_id",        "eos_token_id", "pad_token_id",
+                                           "hidden_state_index"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            char hk[64];
+            snprintf(path, sizeof path, "%s%s", base, keys[i]);
+            snprintf(hk, sizeof hk, "te%d.%s", k + 1, keys[i]);
+            TRY(y_hint(d, h, path, hk));
+        }
+    }
+    return SDXL_STATUS_OK;
+#undef Y_NS
 }
 
 /* Read the yaml's hints into h and cross-check its shape-determined values
@@ -1340,15 +1515,21 @@ static sdxl_status yaml_apply(ydoc *d, const sdxl_model_config *cfg, hints *h) {
                                   line, sf);
         h->has_scaling = true, h->scaling = dv;
     }
+    /* SGM UNetModel: num_head_channels (default -1) wins when positive, else num_heads */
+    int y_hc = 0, y_nh = 0, heads_line = 0;
     r = y_int(d, Y_NET "num_head_channels", -1, SDXL_CFG_MAX_CHANNELS, &x, &st);
     if (r < 0) return st;
     if (r && x > 0) {
-        h->head_channels = (int)x, h->n_heads = 0;
-    } else if (r && x == -1) {
+        h->head_channels = y_hc = (int)x, h->n_heads = 0, h->heads_src = SRC_YAML;
+        sdxl__yaml_get(d->y, Y_NET "num_head_channels", &heads_line);
+    } else if (!r || x == -1) {
         r = y_int(d, Y_NET "num_heads", 1, SDXL_CFG_MAX_CHANNELS, &x, &st);
         if (r < 0) return st;
-        if (r) h->n_heads = 1, h->heads[0] = (int)x, h->head_channels = 0;
-    } else if (r) {
+        if (r) {
+            h->n_heads = 1, h->heads[0] = y_nh = (int)x, h->head_channels = 0, h->heads_src = SRC_YAML;
+            sdxl__yaml_get(d->y, Y_NET "num_heads", &heads_line);
+        }
+    } else {
         return sdxl_error_set(d->err, SDXL_STATUS_BAD_INPUT,
                               "%s: num_head_channels %lld is neither positive nor -1", d->file, x);
     }
@@ -1464,7 +1645,7 @@ static sdxl_status yaml_apply(ydoc *d, const sdxl_model_config *cfg, hints *h) {
                         "(adm_in_channels - text encoder 2 projection) / 6"));
         }
     }
-    return SDXL_STATUS_OK;
+    return yaml_nonstandard(d, cfg, h, y_hc, y_nh, heads_line);
 }
 
 bool sdxl_model_config_sidecar_path(const char *ckpt, char *buf, size_t cap) {

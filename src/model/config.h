@@ -43,13 +43,15 @@
  *       heads per level      = C[l] / num_head_channels; num_head_channels is
  *                               64 (SDXL) unless a hint / the yaml / the
  *                               metadata says (num_head_channels, or num_heads
- *                               when num_head_channels is -1; or the hint
+ *                               when num_head_channels is -1 or absent, as
+ *                               SGM's UNetModel; or the hint
  *                               unet.num_heads); it must divide the channels
  *                               of every level with attention (else BAD_INPUT
  *                               asking for a yaml or hint); levels without
  *                               attention get max(1, C/hc)
  *       fixed by the SGM UNetModel code: norm_num_groups 32, norm_eps 1e-5,
- *       flip_sin_to_cos, freq_shift 0, silu, no upcast, 6 time ids;
+ *       flip_sin_to_cos, freq_shift 0, silu, no upcast, 6 time ids (groups
+ *       and upcast can be restated: nonstandard block / hints below);
  *       sample_size 128 (SDXL's; not stored in the file)
  *     VAE (first_stage_model.)
  *       levels               = number of encoder.down.*
@@ -82,6 +84,35 @@
  *     adm_in_channels, ddconfig ch / ch_mult / num_res_blocks / z_channels)
  *     are cross-checked: a disagreement is BAD_INPUT naming both values.
  *
+ *     Extension: a top-level `nonstandard:` block in the sidecar yaml (SGM
+ *     ignores unknown top-level keys) states what SGM's format cannot; the
+ *     test variants (tests/data/refs/variants) carry one. Its values sit at
+ *     the yaml's precedence level and go through the same parsing and
+ *     validation as the hints below; those the shapes determine are
+ *     cross-checked (BAD_INPUT naming file, line and both values):
+ *       nonstandard:
+ *         unet_norm_num_groups: 8          -> hint unet.norm_num_groups
+ *         unet_upcast_attention: true      -> hint unet.upcast_attention
+ *         unet_heads_per_level: [2, 1]     -> per-level heads (wins over
+ *                                             num_heads / num_head_channels,
+ *                                             which must agree on every
+ *                                             level with attention); an int
+ *                                             is one value for all levels
+ *         unet_addition_time_embed_dim: 4  cross-checked with the shapes
+ *         vae_norm_num_groups: 8           -> hint vae.norm_num_groups
+ *         vae_scaling_factor: 0.5          -> hint scaling_factor (must equal
+ *                                             model.params.scale_factor if
+ *                                             both are given)
+ *         vae_shift_factor: 0.1            -> hint shift_factor
+ *         text_encoder: {...}              TE1, transformers' CLIPTextConfig
+ *         text_encoder_2: {...}            names: vocab_size, hidden_size,
+ *               intermediate_size, num_hidden_layers, max_position_embeddings,
+ *               projection_dim (TE2 only; TE1 has none) are cross-checked;
+ *               num_attention_heads, hidden_act, layer_norm_eps,
+ *               bos_token_id, eos_token_id, pad_token_id, hidden_state_index
+ *               -> hints te1.* / te2.*
+ *     Other keys in the block (comment, ...) are ignored.
+ *
  * Hints ("key", "value" pairs; the same keys are read from __metadata__):
  *   scaling_factor, shift_factor           VAE latent scale / shift
  *   unet.num_head_channels                 one head width for every level
@@ -89,7 +120,16 @@
  *   te1.hidden_act, te2.hidden_act         gelu | quick_gelu | gelu_new | gelu_pytorch_tanh
  *   te1.num_attention_heads, te2.num_attention_heads
  *   te1.hidden_state_index, te2.hidden_state_index
+ *   te1.layer_norm_eps, te2.layer_norm_eps  in (0, 0.5)
+ *   te1.bos_token_id, te1.eos_token_id, te1.pad_token_id (and te2.*)
+ *                                          integers; eos_token_id also sets the
+ *                                          pooling rule (legacy iff 2)
+ *   unet.norm_num_groups, vae.norm_num_groups  GroupNorm groups (SGM: 32)
+ *   unet.upcast_attention                  true | false
  *   force_zeros_for_empty_prompt           true | false
+ * sdxl_weights_write_single_file writes all of these (but shift_factor only
+ * when set) into __metadata__, so a single file of ours describes itself
+ * without a yaml.
  * A caller hint that is not one of these, or has a bad value, is
  * INVALID_ARG; a bad value in metadata/yaml is BAD_INPUT naming its source.
  * Unknown metadata keys are ignored (files carry all sorts of metadata).

@@ -14,15 +14,27 @@
  *         emb_models:
  *         - target: ...
  *
- * Supported: block mappings, block sequences (also "indentless" ones under a
- * key, and "- key: value" items that open a mapping), flow sequences of
- * scalars ([1, 2]), plain / 'single' / "double" quoted scalars (simple
- * escapes), comments, `---` / `...` markers. Anything else that appears in a
- * value (flow mappings, anchors, aliases, tags) is kept as the raw scalar
- * text; block scalars (| and >) are skipped. A structural problem (bad
+ * Supported (YAML 1.2, the parts config files use): block mappings, block
+ * sequences (also "indentless" ones under a key, and "- key: value" items
+ * that open a mapping), flow sequences and flow mappings, nested
+ * ([1, [2, 3]], {a: 1, b: [x, y]}, [k: v] single-pair mappings, trailing
+ * commas, null values for {a, b: }) and spanning several lines until the
+ * closing bracket (continuation lines indented more than the key; a closing
+ * bracket may sit at the key's column), plain scalars continued on
+ * more-indented lines (line breaks fold into single spaces, empty lines into
+ * newlines; a comment ends the scalar), 'single' / "double" quoted scalars
+ * (simple escapes; they may span lines too), a key's value on the next line,
+ * comments, `---` / `...` markers. Flow collections become entries like
+ * block ones: `p: {a: 1, b: [2]}` gives p.a = 1 and p.b.0 = 2; an empty
+ * collection gives no entry. Anchors, aliases and tags are kept as raw
+ * scalar text; block scalars (| and >) are skipped (their key gets "").
+ * Malformed input is SDXL_STATUS_BAD_INPUT naming the file and line: bad
  * indentation, a tab in the indentation, a line that is neither a key nor an
- * item) is SDXL_STATUS_BAD_INPUT naming the file and line. Input is capped at
- * SDXL__YAML_MAX_BYTES and SDXL__YAML_MAX_ENTRIES.
+ * item, ': ' in a plain continuation line, an unterminated / unbalanced flow
+ * collection or quoted scalar, an empty flow entry or key, text after a flow
+ * node, nesting deeper than SDXL__YAML_MAX_DEPTH (block and flow together).
+ * Input is capped at SDXL__YAML_MAX_BYTES, SDXL__YAML_MAX_ENTRIES and
+ * SDXL__YAML_MAX_VALUE_BYTES per value (a multi-line node included).
  *
  * Memory: the document owns all strings (sdxl_malloc); free with
  * sdxl__yaml_free. Thread-safety: a parsed document is immutable; no global
@@ -39,6 +51,7 @@
 #define SDXL__YAML_MAX_BYTES (1u << 20)
 #define SDXL__YAML_MAX_ENTRIES 20000
 #define SDXL__YAML_MAX_DEPTH 64
+#define SDXL__YAML_MAX_VALUE_BYTES (1u << 16)
 
 typedef struct sdxl__yaml sdxl__yaml;
 

@@ -624,8 +624,8 @@ sdxl_status sdxl_weights_single_file_metadata(const sdxl_model_config *c, const 
                               "sdxl_weights_single_file_metadata: NULL argument");
     *out = NULL;
     /* self-describing metadata; keys in `extra` win */
-    char vals[10][128];
-    const char *keys[10];
+    char vals[24][128];
+    const char *keys[24];
     int nk = 0;
     snprintf(vals[nk], sizeof vals[0], "%.17g", c->vae.scaling_factor);
     keys[nk++] = "scaling_factor";
@@ -644,7 +644,22 @@ sdxl_status sdxl_weights_single_file_metadata(const sdxl_model_config *c, const 
         keys[nk++] = k ? "te2.num_attention_heads" : "te1.num_attention_heads";
         snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].hidden_state_index);
         keys[nk++] = k ? "te2.hidden_state_index" : "te1.hidden_state_index";
+        snprintf(vals[nk], sizeof vals[0], "%.17g", c->te[k].layer_norm_eps);
+        keys[nk++] = k ? "te2.layer_norm_eps" : "te1.layer_norm_eps";
+        snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].bos_token_id);
+        keys[nk++] = k ? "te2.bos_token_id" : "te1.bos_token_id";
+        snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].eos_token_id);
+        keys[nk++] = k ? "te2.eos_token_id" : "te1.eos_token_id";
+        snprintf(vals[nk], sizeof vals[0], "%d", c->te[k].pad_token_id);
+        keys[nk++] = k ? "te2.pad_token_id" : "te1.pad_token_id";
     }
+    /* sizes SGM's own format hard-codes (GroupNorm(32), no upcast) */
+    snprintf(vals[nk], sizeof vals[0], "%d", c->unet.norm_num_groups);
+    keys[nk++] = "unet.norm_num_groups";
+    snprintf(vals[nk], sizeof vals[0], "%s", c->unet.upcast_attention ? "true" : "false");
+    keys[nk++] = "unet.upcast_attention";
+    snprintf(vals[nk], sizeof vals[0], "%d", c->vae.norm_num_groups);
+    keys[nk++] = "vae.norm_num_groups";
     snprintf(vals[nk], sizeof vals[0], "%s", c->pipeline.force_zeros_for_empty_prompt ? "true" : "false");
     keys[nk++] = "force_zeros_for_empty_prompt";
     if (c->vae.has_shift_factor) {

@@ -185,7 +185,10 @@ sdxl_status sdxl_weights_set_data(sdxl_weights *w, size_t i, void *data, sdxl_er
  * text_projection transposed back, VAE attention as 1x1 convs), with
  * __metadata__ hints that make the file self-describing (scaling_factor,
  * unet.num_heads, te1/te2.hidden_act, te1/te2.num_attention_heads,
- * te1/te2.hidden_state_index, force_zeros_for_empty_prompt) plus
+ * te1/te2.hidden_state_index, te1/te2.layer_norm_eps,
+ * te1/te2.bos/eos/pad_token_id, unet.norm_num_groups,
+ * unet.upcast_attention, vae.norm_num_groups, force_zeros_for_empty_prompt,
+ * shift_factor when set; see config.h) plus
  * `extra_metadata` ("key","value",...,NULL; may be NULL). Atomic (see
  * sdxl_st_write). Errors: IO, OUT_OF_MEMORY, INVALID_ARG. */
 sdxl_status sdxl_weights_write_single_file(const sdxl_weights *w, const char *path,

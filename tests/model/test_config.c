@@ -1,8 +1,9 @@
 /* Tests of model/config: the diffusers config of the tiny reference model
  * read field by field; hostile config.json files (wrong types, absurd sizes,
  * wrong list lengths, unsupported settings, broken JSON, missing files), each
- * an error naming file and field; the sidecar-yaml reader; hints; equality;
- * allocation failure. Single-file inference is exercised in test_weights.c
+ * an error naming file and field; the sidecar-yaml reader (more of it, and
+ * the single-file configs of the variants, in test_config_yaml.c); hints;
+ * equality; allocation failure. Single-file inference is exercised in test_weights.c
  * (it needs checkpoint files). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -466,8 +467,9 @@ TEST(config_yaml_reader) {
     CHECK(v && strcmp(v, "quoted # not a comment") == 0);
     v = sdxl__yaml_get(y, "model.params.network_config.params.other", NULL);
     CHECK(v && strcmp(v, "it's") == 0);
-    v = sdxl__yaml_get(y, "model.params.network_config.params.flow_map", NULL);
-    CHECK(v && strcmp(v, "{a: 1}") == 0); /* kept raw */
+    CHECK(sdxl__yaml_get(y, "model.params.network_config.params.flow_map", NULL) == NULL); /* a mapping */
+    v = sdxl__yaml_get(y, "model.params.network_config.params.flow_map.a", NULL);
+    CHECK(v && strcmp(v, "1") == 0);
     CHECK_EQ_INT(sdxl__yaml_seq_len(y, "model.params.conditioner_config.params.emb_models"), 2);
     v = sdxl__yaml_getf(y, NULL, "model.params.conditioner_config.params.emb_models.%d.params.layer_idx", 0);
     CHECK(v && strcmp(v, "11") == 0);

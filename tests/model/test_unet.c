@@ -126,8 +126,8 @@ static int count_acts(const sdxl_st_file *f) {
  * Loads `model` (folder or single file), runs the reference inputs through
  * the UNet with every act.* compared, and checks out.noise_pred. The output
  * goes to *out (malloc'd, the caller frees) for the cross-layout check. */
-static bool run_reference(sdxl_backend *be, const char *model, const char *config_dir, const char *ref_path,
-                          const char *label, float **out) {
+static bool run_reference(sdxl_backend *be, const char *model, const char *ref_path, const char *label,
+                          float **out) {
     sdxl_error err = {0};
     sdxl_weights *w = NULL;
     sdxl_st_file *ref = NULL;
@@ -135,18 +135,9 @@ static bool run_reference(sdxl_backend *be, const char *model, const char *confi
     bool ok = false;
     *out = NULL;
     memset(&r, 0, sizeof r);
-    if (config_dir && sdxl_weights_load(model, NULL, &w, &err)) {
-        /* The UNet is under test here, not config inference: when the loader
-         * cannot infer the single file's config, take the folder's (the
-         * weights still come from the SGM file through its mapping). */
-        printf("    (%s: %s; config taken from the diffusers folder)\n", label, err.msg);
-        sdxl_weights_params p = sdxl_weights_default_params();
-        p.config_dir = config_dir;
-        p.ignore_sidecar = true;
-        if (sdxl_weights_load(model, &p, &w, &err)) w = NULL;
-    } else if (!config_dir && sdxl_weights_load(model, NULL, &w, &err)) {
-        w = NULL;
-    }
+    /* a single file loads as a user would load it: config inferred from its
+     * shapes, sidecar yaml and metadata (no config_dir) */
+    if (sdxl_weights_load(model, NULL, &w, &err)) w = NULL;
     if (!w || sdxl_st_open(ref_path, &ref, &err)) {
         sdxl_test_fail(__FILE__, __LINE__, "%s: %s", label, err.msg);
         goto done;
@@ -217,9 +208,9 @@ static void both_layouts(const char *folder, const char *single, const char *ref
     snprintf(l1, sizeof l1, "%s (diffusers)", name);
     snprintf(l2, sizeof l2, "%s (single file)", name);
     float *a = NULL, *b = NULL;
-    run_reference(be, folder, NULL, ref, l1, &a);
+    run_reference(be, folder, ref, l1, &a);
     if (single)
-        run_reference(be, single, folder, ref, l2, &b);
+        run_reference(be, single, ref, l2, &b);
     else
         sdxl_test_fail(__FILE__, __LINE__, "%s: no single file", name);
     if (a && b) {
