@@ -1,6 +1,7 @@
 /* config.c - diffusers config.json parsing, SGM single-file inference,
  * hints, validation. See config.h for the rules. */
 #include "model/config.h"
+#include "io/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -97,37 +98,7 @@ const char *sdxl_model_config_default_scheduler_json(void) {
 /* Read a whole (small) text file into an sdxl_malloc'd, NUL-terminated
  * buffer. NOT_FOUND if absent. */
 static sdxl_status read_small_file(const char *path, char **out, size_t *len, sdxl_error *err) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sdxl_error_set(err, errno == ENOENT ? SDXL_STATUS_NOT_FOUND : SDXL_STATUS_IO,
-                              "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size > (off_t)CONFIG_MAX_BYTES) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "%s: %lld bytes is too large for a config (cap %u)",
-                              path, (long long)sb.st_size, CONFIG_MAX_BYTES);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *b = sdxl_malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    size_t got = fread(b, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        sdxl_free(b);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "%s: short read", path);
-    }
-    b[n] = 0;
-    *out = b;
-    if (len) *len = n;
-    return SDXL_STATUS_OK;
+    return sdxl_read_file(path, CONFIG_MAX_BYTES, out, len, err);
 }
 
 /* ---- JSON field access with messages naming file and field ----------------- */

@@ -8,6 +8,7 @@
  * (bounded) until its brackets / quotes balance, then parsed by a small
  * recursive-descent flow parser (depth bounded with the block frames). */
 #include "model/config_yaml.h"
+#include "io/file.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -777,33 +778,10 @@ sdxl_status sdxl__yaml_parse(const char *text, size_t len, const char *path, sdx
 sdxl_status sdxl__yaml_load(const char *path, sdxl__yaml **out, sdxl_error *err) {
     if (!out) return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "sdxl__yaml_load: out is NULL");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sdxl_error_set(err, errno == ENOENT ? SDXL_STATUS_NOT_FOUND : SDXL_STATUS_IO,
-                              "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size > (off_t)SDXL__YAML_MAX_BYTES) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "%s: %lld bytes is too large for a config (cap %u)",
-                              path, (long long)sb.st_size, SDXL__YAML_MAX_BYTES);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = sdxl_malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        sdxl_free(buf);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "%s: short read", path);
-    }
-    buf[n] = 0;
+    char *buf = NULL;
+    size_t n = 0;
+    sdxl_status rs = sdxl_read_file(path, SDXL__YAML_MAX_BYTES, &buf, &n, err);
+    if (rs) return rs;
     sdxl_status st = sdxl__yaml_parse(buf, n, path, out, err);
     sdxl_free(buf);
     return st;

@@ -1,6 +1,7 @@
 /* make_model.c - seeded random-weight SDXL models of any config, in either
  * layout, streamed to disk tensor by tensor. See make_model.h. */
 #include "model/make_model.h"
+#include "io/file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -249,42 +250,7 @@ static bool is_dir(const char *p) {
 
 /* Whole (small) file into an sdxl_malloc'd NUL-terminated buffer. */
 static sdxl_status read_text(const char *path, char **out, sdxl_error *err) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return io_err(err, "cannot open", path);
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    sdxl_status st = SDXL_STATUS_OK;
-    for (;;) {
-        if (cap - len < 4097) {
-            if (cap > CONFIG_TEXT_MAX) {
-                st = sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "%s: larger than %zu MiB", path,
-                                    CONFIG_TEXT_MAX >> 20);
-                break;
-            }
-            char *nb = sdxl_realloc(buf, cap ? 2 * cap : 8192);
-            if (!nb) {
-                st = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-            cap = cap ? 2 * cap : 8192;
-        }
-        size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) st = io_err(err, "read failed", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st) {
-        sdxl_free(buf);
-        return st;
-    }
-    buf[len] = 0;
-    *out = buf;
-    return SDXL_STATUS_OK;
+    return sdxl_read_file(path, CONFIG_TEXT_MAX, out, NULL, err);
 }
 
 /* Write and fsync a file (inside the staging folder, so not atomic itself:

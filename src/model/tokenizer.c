@@ -9,6 +9,7 @@
  *   - encoding: added-token split, BasicTokenizer cleanup, CLIP pattern, BPE
  */
 #include "model/tokenizer.h"
+#include "io/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -480,48 +481,8 @@ static bool intern_base(sdxl_tokenizer *t) {
 
 /* Whole file into a NUL-terminated sdxl_malloc buffer. */
 static sdxl_status read_file(const char *path, char **out, size_t *len, sdxl_error *err) {
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return sdxl_error_set(err, e == ENOENT ? SDXL_STATUS_NOT_FOUND : SDXL_STATUS_IO, "tokenizer: %s: %s",
-                              path, strerror(e));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "tokenizer: %s: not a readable regular file", path);
-    }
-    if ((uint64_t)sb.st_size > MAX_FILE_BYTES) {
-        close(fd);
-        return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT,
-                              "tokenizer: %s: %lld bytes, more than the %zu MiB limit", path,
-                              (long long)sb.st_size, MAX_FILE_BYTES >> 20);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = sdxl_malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return oom(err, path);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : EIO;
-            close(fd);
-            sdxl_free(buf);
-            return sdxl_error_set(err, SDXL_STATUS_IO, "tokenizer: reading %s: %s", path, strerror(e));
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return SDXL_STATUS_OK;
+    sdxl_status st = sdxl_read_file(path, MAX_FILE_BYTES, out, len, err);
+    return st ? sdxl_error_prefix(err, "tokenizer") : st;
 }
 
 static size_t line_of(const char *buf, size_t off) {

@@ -1,5 +1,6 @@
 /* weights.c - the weight store of weights.h. */
 #include "model/weights.h"
+#include "io/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -228,27 +229,11 @@ static bool safe_shard_name(const char *s) {
 }
 
 static sdxl_status open_index(sdxl_weights *W, const char *folder, const char *index_path, sdxl_error *err) {
-    FILE *f = fopen(index_path, "rb");
-    if (!f) return sdxl_error_set(err, SDXL_STATUS_IO, "%s: cannot open: %s", index_path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (len < 0 || len > (16 << 20)) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "%s: implausible size %ld", index_path, len);
-    }
-    char *text = sdxl_malloc((size_t)len + 1);
-    if (!text) {
-        fclose(f);
-        return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "%s: out of memory", index_path);
-    }
-    size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
-    if (got != (size_t)len) {
-        sdxl_free(text);
-        return sdxl_error_set(err, SDXL_STATUS_IO, "%s: short read", index_path);
-    }
-    cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
+    char *text = NULL;
+    size_t len = 0;
+    sdxl_status rs = sdxl_read_file(index_path, (size_t)16 << 20, &text, &len, err);
+    if (rs) return rs;
+    cJSON *root = cJSON_ParseWithLength(text, len);
     sdxl_free(text);
     const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(map)) {
