@@ -1,0 +1,162 @@
+/* The denoising loop against diffusers' StableDiffusionXLPipeline (0.27.2):
+ * tests/data/refs/tiny-sdxl-ref/pipeline_*.safetensors (4 steps, 64×64, CFG 5,
+ * P0, negative None or NEG) and the variants' 3-step Euler runs. Tolerance:
+ * refs README, rel 1e-3 of max|x| on latents. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "pipeline/denoise.h"
+#include "test.h"
+
+static const char *P0 = "a photo of an astronaut riding a horse on mars";
+static const char *NEG = "blurry, low quality, bad anatomy, watermark";
+
+typedef struct {
+    const sdxl_st_file *ref;
+    const char *prefix;
+    int steps_seen;
+    double worst;
+    int worst_step;
+} step_check;
+
+static double rel_err(const float *a, const float *ref, int64_t n) {
+    double md = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - ref[i]));
+        mx = fmax(mx, fabs((double)ref[i]));
+    }
+    return mx > 0 ? md / mx : md;
+}
+
+static bool on_step(void *ud, int step, int total, const float *lat) {
+    step_check *c = ud;
+    (void)total;
+    char name[128];
+    snprintf(name, sizeof name, "%sstep%d.latents_after", c->prefix, step - 1);
+    const sdxl_st_tensor *t = sdxl_st_find(c->ref, name);
+    c->steps_seen++;
+    if (!t) {
+        c->worst = 1e30;
+        return true;
+    }
+    double e = rel_err(lat, t->data, (int64_t)(t->nbytes / 4));
+    if (e > c->worst) {
+        c->worst = e;
+        c->worst_step = step - 1;
+    }
+    return true;
+}
+
+/* Run one reference: model dir, ref file, key prefix, prompt/negative, sampler, image size. */
+static void run_ref(const char *model_rel, const char *ref_rel, const char *prefix, const char *prompt,
+                    const char *negative, sdxl_sampler_kind kind, bool karras, bool ddim_cfg, int H, int W) {
+    sdxl_error err = {0};
+    sdxl_model *m = NULL;
+    sdxl_backend *be = NULL;
+    sdxl_st_file *ref = NULL;
+    sdxl_sampler *s = NULL;
+    sdxl_cond pos = {0}, neg = {0};
+    float *lat = NULL;
+    sdxl_model_params mp = sdxl_model_default_params();
+    char model_path[1024];
+    snprintf(model_path, sizeof model_path, "%s", sdxl_test_data(model_rel));
+    if (sdxl_model_load(model_path, &mp, &m, &err) || !(be = sdxl_backend_create(NULL, &err)) ||
+        sdxl_st_open(sdxl_test_data(ref_rel), &ref, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: setup: %s", ref_rel, err.msg);
+        goto out;
+    }
+    sdxl_cond_request req = {.prompt = prompt, .negative = negative, .force_zeros_for_empty_prompt = true};
+    req.prompt_params = sdxl_prompt_default_params();
+    req.prompt_params.syntax = SDXL_PROMPT_PLAIN;
+    req.prompt_params.long_mode = SDXL_LONG_TRUNCATE;
+    if (sdxl_encode_prompts(be, m->weights, m->tok[0], m->tok[1], &req, &pos, &neg, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: encode: %s", ref_rel, err.msg);
+        goto out;
+    }
+    const sdxl_model_config *mc = sdxl_weights_config(m->weights);
+    sdxl_sched_config sc;
+    if (sdxl_sched_config_parse(mc->scheduler_json, strlen(mc->scheduler_json), &sc, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: %s", ref_rel, err.msg);
+        goto out;
+    }
+    if (karras) sc.use_karras_sigmas = true;
+    if (ddim_cfg) sc.clip_sample = false, sc.set_alpha_to_one = false;
+    char name[128];
+    snprintf(name, sizeof name, "%sin.latents", prefix);
+    const sdxl_st_tensor *in = sdxl_st_find(ref, name);
+    snprintf(name, sizeof name, "%sout.latents", prefix);
+    const sdxl_st_tensor *outl = sdxl_st_find(ref, name);
+    if (!in || !outl) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: latents missing", ref_rel);
+        goto out;
+    }
+    int64_t n = (int64_t)(in->nbytes / 4);
+    snprintf(name, sizeof name, "%ssched.timesteps", prefix);
+    const sdxl_st_tensor *ts = sdxl_st_find(ref, name);
+    int steps = ts ? (int)ts->shape[0] : 4;
+    if (sdxl_sampler_create(kind, &sc, steps, n, &s, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: %s", ref_rel, err.msg);
+        goto out;
+    }
+    lat = malloc((size_t)n * sizeof(float));
+    memcpy(lat, in->data, (size_t)n * sizeof(float));
+    step_check sc_ = {.ref = ref, .prefix = prefix};
+    sdxl_denoise_params p = sdxl_denoise_default_params();
+    p.width = W;
+    p.height = H;
+    p.latent_height = (int)in->shape[2];
+    p.latent_width = (int)in->shape[3];
+    p.guidance = 5.0;
+    p.on_step = on_step;
+    p.user_data = &sc_;
+    if (sdxl_denoise(be, m->weights, s, &pos, &neg, 1, &p, lat, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s: denoise: %s", ref_rel, err.msg);
+        goto out;
+    }
+    double e_out = rel_err(lat, outl->data, n);
+    CHECK_EQ_INT(sc_.steps_seen, steps);
+    CHECK_MSG(sc_.worst < 1e-3, "%s %s: step %d latents rel err %.3g", ref_rel, prefix, sc_.worst_step, sc_.worst);
+    CHECK_MSG(e_out < 1e-3, "%s %s: out.latents rel err %.3g", ref_rel, prefix, e_out);
+    printf("    %-52s %-10s worst step rel %.2e, out rel %.2e\n", ref_rel, sdxl_sampler_kind_name(kind), sc_.worst,
+           e_out);
+out:
+    free(lat);
+    sdxl_sampler_free(s);
+    sdxl_cond_free(&pos);
+    sdxl_cond_free(&neg);
+    sdxl_st_close(ref);
+    sdxl_backend_free(be);
+    sdxl_model_free(m);
+}
+
+TEST(pipeline_euler) {
+    run_ref("refs/tiny-sdxl", "refs/tiny-sdxl-ref/pipeline_euler.safetensors", "", P0, NULL, SDXL_SAMPLER_EULER,
+            false, false, 64, 64);
+}
+TEST(pipeline_euler_negprompt) {
+    run_ref("refs/tiny-sdxl", "refs/tiny-sdxl-ref/pipeline_euler_negprompt.safetensors", "", P0, NEG,
+            SDXL_SAMPLER_EULER, false, false, 64, 64);
+}
+TEST(pipeline_dpmpp2m_karras) {
+    run_ref("refs/tiny-sdxl", "refs/tiny-sdxl-ref/pipeline_dpmpp2m_karras.safetensors", "", P0, NULL,
+            SDXL_SAMPLER_DPMPP_2M, true, false, 64, 64);
+}
+TEST(pipeline_ddim) {
+    run_ref("refs/tiny-sdxl", "refs/tiny-sdxl-ref/pipeline_ddim.safetensors", "", P0, NULL, SDXL_SAMPLER_DDIM, false,
+            true, 64, 64);
+}
+TEST(pipeline_variants_euler) {
+    static const struct {
+        const char *name;
+        int H, W;
+    } V[] = {{"v1_convproj", 16, 16}, {"v2_sdxl3lvl", 64, 64}, {"v3_nonsquare", 32, 48}, {"v4_midattn", 24, 24}};
+    for (int i = 0; i < 4; i++) {
+        char model[256], ref[256];
+        snprintf(model, sizeof model, "refs/variants/%s/model", V[i].name);
+        snprintf(ref, sizeof ref, "refs/variants/%s/ref.safetensors", V[i].name);
+        run_ref(model, ref, "pipeline_euler.", "a photo of a cat", NULL, SDXL_SAMPLER_EULER, false, false, V[i].H,
+                V[i].W);
+    }
+}
