@@ -1,0 +1,369 @@
+/* cmd_generate.c - `sdxl generate`: prompt → images on the CPU back end.
+ *
+ *   tokenize + encode (both CLIP encoders) → denoise (sampler × UNet, CFG)
+ *   → VAE decode → PNG with an A1111-style `parameters` text chunk
+ *
+ * Noise: torch's CPU generator (`--rng cpu`, the only mode so far): round r
+ * of --n-iter draws the [B,4,h,w] latents in one randn from a generator
+ * seeded with seed + r·B, as diffusers does for one call with a batch, so
+ * image i of a round matches diffusers' batch for that seed. `--init-latents`
+ * replaces the draw with a safetensors tensor used as given (diffusers'
+ * `latents=`), `--save-latents` writes the final latents (before VAE
+ * decode). Ctrl-C stops after the current step and writes nothing.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "cli/commands.h"
+#include "core/alloc.h"
+#include "image/png.h"
+#include "io/safetensors.h"
+#include "model/conditioning.h"
+#include "model/model.h"
+#include "model/vae.h"
+#include "pipeline/denoise.h"
+#include "sample/rng.h"
+#include "sample/scheduler.h"
+
+#define MAX_SIDE 4096
+#define MAX_STEPS 1000
+#define MAX_BATCH 64
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { (void)sig, interrupted = 1; }
+
+typedef struct {
+    const char *model, *prompt, *prompt_2, *negative, *negative_2, *out, *sampler, *init_latents, *save_latents;
+    const char *spacing;
+    int width, height, steps, batch, n_iter, threads;
+    double cfg, rescale;
+    long long seed;
+    bool karras, quiet;
+    sdxl_prompt_params pp;
+} gen_opts;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sdxl generate --model PATH --prompt TEXT [options]\n"
+            "  --model PATH             diffusers folder or single-file checkpoint (default demo/model)\n"
+            "  --prompt, --prompt-2, --negative, --negative-2 TEXT\n"
+            "  --width W --height H     image size, multiples of 8 (default: the model's sample size)\n"
+            "  --steps N (20)  --cfg G (5.0)  --guidance-rescale R (0)\n"
+            "  --sampler NAME           euler (default), euler_a, dpmpp_2m, ddim; diffusers / A1111 names too\n"
+            "  --karras                 Karras sigmas (euler, dpmpp_2m)\n"
+            "  --timestep-spacing leading|trailing|linspace\n"
+            "  --seed S (-1 = random)  --batch B (1)  --n-iter N (1)  --rng cpu\n"
+            "  --prompt-syntax a1111|plain  --long-prompts chunk|truncate\n"
+            "  --init-latents FILE      safetensors [B,4,h,w], used as given (diffusers latents=)\n"
+            "  --save-latents FILE      final latents (before VAE decode) as safetensors\n"
+            "  -o FILE                  output PNG (default out.png); with several images: FILE-N.png,\n"
+            "                           or a pattern with %%d (image index)\n"
+            "  --threads N  -q\n");
+}
+
+static int parse(int argc, char **argv, gen_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->model = "demo/model";
+    o->out = "out.png";
+    o->sampler = "euler";
+    o->steps = 20;
+    o->batch = 1;
+    o->n_iter = 1;
+    o->cfg = 5.0;
+    o->seed = -1;
+    o->pp = sdxl_prompt_default_params();
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"prompt-2", 1, 0, 'P'}, {"negative", 1, 0, 'n'},
+        {"negative-2", 1, 0, 'N'}, {"width", 1, 0, 'W'}, {"height", 1, 0, 'H'}, {"steps", 1, 0, 's'},
+        {"cfg", 1, 0, 'g'}, {"guidance-rescale", 1, 0, 'r'}, {"sampler", 1, 0, 'S'}, {"karras", 0, 0, 'k'},
+        {"timestep-spacing", 1, 0, 't'}, {"seed", 1, 0, 'e'}, {"batch", 1, 0, 'b'}, {"n-iter", 1, 0, 'i'},
+        {"rng", 1, 0, 'R'}, {"prompt-syntax", 1, 0, 'y'}, {"long-prompts", 1, 0, 'l'},
+        {"init-latents", 1, 0, 'L'}, {"save-latents", 1, 0, 'A'}, {"output", 1, 0, 'o'}, {"threads", 1, 0, 'T'},
+        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "m:p:n:o:s:qh", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (ch) {
+        case 'm': o->model = optarg; break;
+        case 'p': o->prompt = optarg; break;
+        case 'P': o->prompt_2 = optarg; break;
+        case 'n': o->negative = optarg; break;
+        case 'N': o->negative_2 = optarg; break;
+        case 'W': o->width = (int)strtol(optarg, &end, 10); break;
+        case 'H': o->height = (int)strtol(optarg, &end, 10); break;
+        case 's': o->steps = (int)strtol(optarg, &end, 10); break;
+        case 'g': o->cfg = strtod(optarg, &end); break;
+        case 'r': o->rescale = strtod(optarg, &end); break;
+        case 'S': o->sampler = optarg; break;
+        case 'k': o->karras = true; break;
+        case 't': o->spacing = optarg; break;
+        case 'e': o->seed = strtoll(optarg, &end, 10); break;
+        case 'b': o->batch = (int)strtol(optarg, &end, 10); break;
+        case 'i': o->n_iter = (int)strtol(optarg, &end, 10); break;
+        case 'R':
+            if (strcmp(optarg, "cpu")) {
+                fprintf(stderr, "generate: --rng %s: only 'cpu' (torch's CPU generator) is implemented\n", optarg);
+                return 2;
+            }
+            break;
+        case 'y':
+            if (!strcmp(optarg, "a1111")) o->pp.syntax = SDXL_PROMPT_A1111;
+            else if (!strcmp(optarg, "plain")) o->pp.syntax = SDXL_PROMPT_PLAIN;
+            else return fprintf(stderr, "generate: --prompt-syntax must be a1111 or plain\n"), 2;
+            break;
+        case 'l':
+            if (!strcmp(optarg, "chunk")) o->pp.long_mode = SDXL_LONG_CHUNK;
+            else if (!strcmp(optarg, "truncate")) o->pp.long_mode = SDXL_LONG_TRUNCATE;
+            else return fprintf(stderr, "generate: --long-prompts must be chunk or truncate\n"), 2;
+            break;
+        case 'L': o->init_latents = optarg; break;
+        case 'A': o->save_latents = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'T': o->threads = (int)strtol(optarg, &end, 10); break;
+        case 'q': o->quiet = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (end && *end) {
+            fprintf(stderr, "generate: '%s' is not a number\n", optarg);
+            return 2;
+        }
+    }
+    if (!o->prompt) return fprintf(stderr, "generate: --prompt is required (see --help)\n"), 2;
+    if ((o->width && (o->width % 8 || o->width < 8 || o->width > MAX_SIDE)) ||
+        (o->height && (o->height % 8 || o->height < 8 || o->height > MAX_SIDE)))
+        return fprintf(stderr, "generate: --width/--height must be multiples of 8 in 8..%d (got %dx%d)\n", MAX_SIDE,
+                       o->width, o->height),
+               2;
+    if (o->steps < 1 || o->steps > MAX_STEPS)
+        return fprintf(stderr, "generate: --steps must be in 1..%d\n", MAX_STEPS), 2;
+    if (o->batch < 1 || o->batch > MAX_BATCH || o->n_iter < 1 || o->n_iter > 10000)
+        return fprintf(stderr, "generate: --batch must be in 1..%d and --n-iter >= 1\n", MAX_BATCH), 2;
+    if (!isfinite(o->cfg) || !isfinite(o->rescale) || o->rescale < 0 || o->rescale > 1)
+        return fprintf(stderr, "generate: --cfg must be finite and --guidance-rescale in [0,1]\n"), 2;
+    return -1;
+}
+
+typedef struct {
+    bool tty, quiet;
+    double t0;
+    int round, rounds;
+} progress;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static bool on_step(void *ud, int step, int total, const float *latents) {
+    (void)latents;
+    progress *p = ud;
+    double el = now_s() - p->t0, its = step / (el > 0 ? el : 1e-9), eta = (total - step) / its;
+    if (!p->quiet) {
+        if (p->tty) {
+            int bar = 30, fill = step * bar / total;
+            fprintf(stderr, "\r[%d/%d] [%.*s%*s] step %d/%d  %.2f it/s  ETA %.1fs ", p->round + 1, p->rounds, fill,
+                    "##############################", bar - fill, "", step, total, its, eta);
+            if (step == total) fputc('\n', stderr);
+        } else if (step == total || step % 10 == 0) {
+            fprintf(stderr, "generate: round %d/%d step %d/%d %.2f it/s\n", p->round + 1, p->rounds, step, total, its);
+        }
+    }
+    return !interrupted;
+}
+
+static void out_name(const char *pattern, int index, int total, char *buf, size_t n) {
+    if (strstr(pattern, "%d")) {
+        snprintf(buf, n, pattern, index);
+    } else if (total == 1) {
+        snprintf(buf, n, "%s", pattern);
+    } else {
+        const char *dot = strrchr(pattern, '.');
+        int stem = dot ? (int)(dot - pattern) : (int)strlen(pattern);
+        snprintf(buf, n, "%.*s-%d%s", stem, pattern, index, dot ? dot : "");
+    }
+}
+
+static const char *base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    static char buf[256];
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    snprintf(buf, sizeof buf, "%.*s", (int)(n - b), path + b);
+    return buf;
+}
+
+int sdxl_cmd_generate(int argc, char **argv) {
+    gen_opts o;
+    int prc = parse(argc, argv, &o);
+    if (prc >= 0) return prc;
+    if (strstr(o.out, "%") && !strstr(o.out, "%d"))
+        return fprintf(stderr, "generate: -o pattern may only contain %%d\n"), 2;
+
+    sdxl_error err = {0};
+    sdxl_model *m = NULL;
+    sdxl_backend *be = NULL;
+    sdxl_sampler *smp = NULL;
+    sdxl_cond pos = {0}, neg = {0};
+    float *latents = NULL, *image = NULL;
+    uint8_t *rgb = NULL;
+    sdxl_arena *vae_arena = NULL;
+    int rc = 1;
+    if (sdxl_model_load(o.model, NULL, &m, &err)) goto fail;
+    const sdxl_model_config *cfg = sdxl_weights_config(m->weights);
+    const int f = 1 << (cfg->vae.num_levels - 1), C = cfg->unet.in_channels;
+    const int unet_mult = f << (cfg->unet.num_levels - 1); /* latent sides must divide by 2^(levels-1) */
+    if (!o.width) o.width = cfg->unet.sample_size * f;
+    if (!o.height) o.height = cfg->unet.sample_size * f;
+    if (o.width % unet_mult || o.height % unet_mult) {
+        fprintf(stderr, "generate: %dx%d: this model needs width and height in multiples of %d\n", o.width, o.height,
+                unet_mult);
+        rc = 2;
+        goto done;
+    }
+    const int h = o.height / f, w = o.width / f, B = o.batch;
+    const int64_t nlat = (int64_t)B * C * h * w;
+
+    sdxl_sched_config sc;
+    sdxl_sampler_kind kind;
+    bool karras = o.karras;
+    if (sdxl_sched_config_parse(cfg->scheduler_json, strlen(cfg->scheduler_json), &sc, &err)) goto fail;
+    if (sdxl_sampler_parse_name(o.sampler, &kind, &karras, &err)) goto fail;
+    if (karras) sc.use_karras_sigmas = true;
+    if (o.spacing) {
+        if (!strcmp(o.spacing, "leading")) sc.timestep_spacing = SDXL_SPACING_LEADING;
+        else if (!strcmp(o.spacing, "trailing")) sc.timestep_spacing = SDXL_SPACING_TRAILING;
+        else if (!strcmp(o.spacing, "linspace")) sc.timestep_spacing = SDXL_SPACING_LINSPACE;
+        else {
+            fprintf(stderr, "generate: --timestep-spacing must be leading, trailing or linspace\n");
+            rc = 2;
+            goto done;
+        }
+    }
+    if (sdxl_sampler_create(kind, &sc, o.steps, nlat, &smp, &err)) goto fail;
+
+    sdxl_backend_params bp = sdxl_backend_default_params();
+    bp.n_threads = o.threads;
+    if (!(be = sdxl_backend_create(&bp, &err))) goto fail;
+
+    sdxl_cond_request req = {.prompt = o.prompt, .prompt_2 = o.prompt_2, .negative = o.negative,
+                             .negative_2 = o.negative_2, .prompt_params = o.pp,
+                             .force_zeros_for_empty_prompt = cfg->pipeline.force_zeros_for_empty_prompt};
+    if (sdxl_encode_prompts(be, m->weights, m->tok[0], m->tok[1], &req, &pos, &neg, &err)) goto fail;
+
+    sdxl_vae_params vp = sdxl_vae_default_params();
+    sdxl_vae_plan plan;
+    if (sdxl_vae_plan_decode(&cfg->vae, &vp, B, o.height, o.width, &plan, &err)) goto fail;
+    latents = sdxl_malloc((size_t)nlat * 4);
+    image = sdxl_malloc((size_t)B * 3 * o.height * o.width * 4);
+    rgb = sdxl_malloc((size_t)B * 3 * o.height * o.width);
+    vae_arena = sdxl_arena_create(plan.arena_bytes);
+    if (!latents || !image || !rgb || !vae_arena) {
+        sdxl_error_set(&err, SDXL_STATUS_OUT_OF_MEMORY, "buffers for %d image(s) of %dx%d", B, o.width, o.height);
+        goto fail;
+    }
+    if (o.init_latents && o.n_iter > 1) {
+        sdxl_error_set(&err, SDXL_STATUS_INVALID_ARG, "--init-latents gives one round: use --n-iter 1");
+        goto fail;
+    }
+    uint64_t seed = o.seed < 0 ? sdxl_rng_random_seed() : (uint64_t)o.seed;
+    signal(SIGINT, on_sigint);
+    progress pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter};
+    char params_text[8192];
+    int written = 0;
+    for (int r = 0; r < o.n_iter; r++) {
+        uint64_t round_seed = seed + (uint64_t)r * (uint64_t)B;
+        sdxl_rng rng;
+        sdxl_rng_seed(&rng, round_seed);
+        if (o.init_latents) {
+            sdxl_st_file *lf = NULL;
+            if (sdxl_st_open(o.init_latents, &lf, &err)) goto fail;
+            const sdxl_st_tensor *t = sdxl_st_count(lf) == 1 ? sdxl_st_at(lf, 0) : sdxl_st_find(lf, "latents");
+            if (!t || t->dtype != SDXL_ST_F32 || t->nbytes != (size_t)nlat * 4) {
+                sdxl_error_set(&err, SDXL_STATUS_BAD_INPUT,
+                               "%s: need one f32 tensor (or 'latents') of [%d,%d,%d,%d] = %lld floats", o.init_latents,
+                               B, C, h, w, (long long)nlat);
+                sdxl_st_close(lf);
+                goto fail;
+            }
+            memcpy(latents, t->data, t->nbytes);
+            sdxl_st_close(lf);
+        } else {
+            sdxl_rng_randn(&rng, latents, nlat); /* one [B,C,h,w] draw, as diffusers */
+        }
+        sdxl_denoise_params dp = sdxl_denoise_default_params();
+        dp.batch = B;
+        dp.width = o.width;
+        dp.height = o.height;
+        dp.guidance = o.cfg;
+        dp.guidance_rescale = o.rescale;
+        dp.rng = &rng;
+        dp.on_step = on_step;
+        dp.user_data = &pr;
+        pr.round = r;
+        pr.t0 = now_s();
+        if (sdxl_denoise(be, m->weights, smp, &pos, &neg, 1, &dp, latents, &err)) {
+            if (err.status == SDXL_STATUS_CANCELLED) fprintf(stderr, "\ngenerate: interrupted; nothing written\n");
+            goto fail;
+        }
+        if (o.save_latents) {
+            int64_t shape[4] = {B, C, h, w};
+            sdxl_st_write_entry e = {"latents", SDXL_ST_F32, 4, shape, latents};
+            char sp[32];
+            snprintf(sp, sizeof sp, "%llu", (unsigned long long)round_seed);
+            const char *meta[] = {"seed", sp, "prompt", o.prompt, NULL};
+            char lp[4096];
+            out_name(o.save_latents, r, o.n_iter, lp, sizeof lp);
+            if (sdxl_st_write(lp, &e, 1, meta, &err)) goto fail;
+        }
+        if (sdxl_vae_decode(be, m->weights, &vp, latents, B, h, w, vae_arena, image, &err)) goto fail;
+        sdxl_vae_image_to_rgb8(image, B, o.height, o.width, rgb);
+        for (int i = 0; i < B; i++) {
+            /* A1111's infotext: prompt, negative, then the settings line */
+            snprintf(params_text, sizeof params_text,
+                     "%s\n%s%s%sSteps: %d, Sampler: %s%s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s, "
+                     "RNG: CPU%s",
+                     o.prompt, o.negative ? "Negative prompt: " : "", o.negative ? o.negative : "",
+                     o.negative ? "\n" : "", o.steps, sdxl_sampler_kind_name(kind), karras ? " Karras" : "", o.cfg,
+                     (unsigned long long)round_seed, o.width, o.height, base_name(o.model),
+                     B > 1 ? ", Batch pos: " : "");
+            if (B > 1) {
+                size_t k = strlen(params_text);
+                snprintf(params_text + k, sizeof params_text - k, "%d", i);
+            }
+            const char *text[] = {"parameters", params_text, NULL};
+            char path[4096];
+            out_name(o.out, written, B * o.n_iter, path, sizeof path);
+            if (sdxl_png_write(path, rgb + (size_t)i * o.height * o.width * 3, o.width, o.height, text, &err))
+                goto fail;
+            printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)round_seed, o.width, o.height);
+            written++;
+        }
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "generate: %s\n", err.msg);
+    if (err.status == SDXL_STATUS_CANCELLED) rc = 130;
+done:
+    sdxl_arena_free(vae_arena);
+    sdxl_free(latents);
+    sdxl_free(image);
+    sdxl_free(rgb);
+    sdxl_cond_free(&pos);
+    sdxl_cond_free(&neg);
+    sdxl_sampler_free(smp);
+    sdxl_backend_free(be);
+    sdxl_model_free(m);
+    return rc;
+}
