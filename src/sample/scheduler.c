@@ -1,4 +1,4 @@
-/* scheduler.c - Euler, Euler ancestral, DPM++ 2M and DDIM as diffusers
+/* scheduler.c - Euler, Euler ancestral, DPM++ 2M (SDE), DDIM, Heun, LCM and UniPC as diffusers
  * 0.27.2 computes them (see scheduler.h). Schedules are computed in double
  * from torch's float32 alphas_cumprod; updates apply double coefficients to
  * float latents. */
@@ -17,7 +17,8 @@
 struct sdxl_sampler {
     sdxl_sampler_kind kind;
     sdxl_sched_config cfg;
-    int steps;
+    int steps;     /* model calls (timesteps entries) */
+    int inf_steps; /* inference steps given to create */
     int64_t n;
     float *alphas_cumprod; /* [num_train_timesteps] */
     double *timesteps;     /* [steps] */
@@ -29,6 +30,14 @@ struct sdxl_sampler {
     /* Euler a */
     float *noise; /* [n] */
     int lower_order_nums;
+    /* Heun: first-order state (diffusers' prev_derivative, dt, sample) */
+    float *heun_d, *heun_x; /* [n] */
+    double heun_dt;
+    bool heun_pending;
+    /* UniPC: prev_x0 = model_outputs[-1]; uni_m2 = model_outputs[-2]; last_sample */
+    float *uni_m2, *uni_last; /* [n] */
+    int uni_order;            /* this_order of the last predictor */
+    bool uni_have_last;
 };
 
 /* ---- config ---------------------------------------------------------------- */
@@ -49,6 +58,8 @@ void sdxl_sched_config_default(sdxl_sched_config *c) {
     c->final_sigmas_type = SDXL_FINAL_SIGMA_ZERO;
     c->lower_order_final = true;
     c->euler_at_final = false;
+    c->original_inference_steps = 50;
+    c->timestep_scaling = 10.0;
 }
 
 static const cJSON *jget(const cJSON *root, const char *key) {
@@ -185,6 +196,8 @@ sdxl_status sdxl_sched_config_parse(const char *json, size_t len, sdxl_sched_con
     c.final_sigmas_type = (sdxl_final_sigmas)e;
     if ((st = jbool(root, "lower_order_final", &c.lower_order_final, err))) goto out;
     if ((st = jbool(root, "euler_at_final", &c.euler_at_final, err))) goto out;
+    if ((st = jint(root, "original_inference_steps", 1, 100000, &c.original_inference_steps, err))) goto out;
+    if ((st = jnum(root, "timestep_scaling", &c.timestep_scaling, err))) goto out;
     if ((st = jenum(root, "interpolation_type", interp_names, interp_unsup, &dummy, err))) goto out;
     {
         bool b = false;
@@ -237,6 +250,21 @@ static const name_entry NAMES[] = {
     {"dpmpp_2m_karras", SDXL_SAMPLER_DPMPP_2M, true},
     {"DDIMScheduler", SDXL_SAMPLER_DDIM, false},
     {"DDIM", SDXL_SAMPLER_DDIM, false},
+    {"HeunDiscreteScheduler", SDXL_SAMPLER_HEUN, false},
+    {"Heun", SDXL_SAMPLER_HEUN, false},
+    {"Heun Karras", SDXL_SAMPLER_HEUN, true},
+    {"DPM++ 2M SDE", SDXL_SAMPLER_DPMPP_2M_SDE, false},
+    {"DPM++ 2M SDE Karras", SDXL_SAMPLER_DPMPP_2M_SDE, true},
+    {"dpmpp_2m_sde", SDXL_SAMPLER_DPMPP_2M_SDE, false},
+    {"dpmpp_2m_sde_karras", SDXL_SAMPLER_DPMPP_2M_SDE, true},
+    {"sde-dpmsolver++", SDXL_SAMPLER_DPMPP_2M_SDE, false},
+    {"LCMScheduler", SDXL_SAMPLER_LCM, false},
+    {"LCM", SDXL_SAMPLER_LCM, false},
+    {"UniPCMultistepScheduler", SDXL_SAMPLER_UNIPC, false},
+    {"UniPC", SDXL_SAMPLER_UNIPC, false},
+    {"UniPC Karras", SDXL_SAMPLER_UNIPC, true},
+    {"uni_pc", SDXL_SAMPLER_UNIPC, false},
+    {"uni_pc_bh2", SDXL_SAMPLER_UNIPC, false},
 };
 
 static bool ieq(const char *a, const char *b) {
@@ -253,15 +281,15 @@ sdxl_status sdxl_sampler_parse_name(const char *name, sdxl_sampler_kind *kind, b
             if (karras) *karras = NAMES[i].karras;
             return SDXL_STATUS_OK;
         }
-    char list[400];
+    char list[SDXL_ERROR_MSG_MAX];
     size_t off = 0;
     list[0] = 0;
     for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0] && off < sizeof list; i++) {
-        int w = snprintf(list + off, sizeof list - off, "%s\"%s\"", i ? ", " : "", NAMES[i].name);
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", NAMES[i].name);
         if (w < 0) break;
         off += (size_t)w;
     }
-    return sdxl_error_set(err, SDXL_STATUS_NOT_FOUND, "unknown sampler \"%.64s\"; valid (case-insensitive): %s", name,
+    return sdxl_error_set(err, SDXL_STATUS_NOT_FOUND, "unknown sampler \"%.32s\"; valid (case-insensitive): %s", name,
                           list);
 }
 
@@ -271,14 +299,21 @@ const char *sdxl_sampler_kind_name(sdxl_sampler_kind kind) {
     case SDXL_SAMPLER_EULER_A: return "Euler a";
     case SDXL_SAMPLER_DPMPP_2M: return "DPM++ 2M";
     case SDXL_SAMPLER_DDIM: return "DDIM";
+    case SDXL_SAMPLER_HEUN: return "Heun";
+    case SDXL_SAMPLER_DPMPP_2M_SDE: return "DPM++ 2M SDE";
+    case SDXL_SAMPLER_LCM: return "LCM";
+    case SDXL_SAMPLER_UNIPC: return "UniPC";
     default: return "?";
     }
 }
 
 bool sdxl_sampler_kind_supports_karras(sdxl_sampler_kind kind) {
-    return kind == SDXL_SAMPLER_EULER || kind == SDXL_SAMPLER_DPMPP_2M;
+    return kind == SDXL_SAMPLER_EULER || kind == SDXL_SAMPLER_DPMPP_2M || kind == SDXL_SAMPLER_HEUN ||
+           kind == SDXL_SAMPLER_DPMPP_2M_SDE || kind == SDXL_SAMPLER_UNIPC;
 }
-bool sdxl_sampler_kind_is_stochastic(sdxl_sampler_kind kind) { return kind == SDXL_SAMPLER_EULER_A; }
+bool sdxl_sampler_kind_is_stochastic(sdxl_sampler_kind kind) {
+    return kind == SDXL_SAMPLER_EULER_A || kind == SDXL_SAMPLER_DPMPP_2M_SDE || kind == SDXL_SAMPLER_LCM;
+}
 
 /* ---- schedule --------------------------------------------------------------- */
 
@@ -392,20 +427,43 @@ sdxl_status sdxl_sampler_create(sdxl_sampler_kind kind, const sdxl_sched_config 
     if (cfg->use_karras_sigmas && !sdxl_sampler_kind_supports_karras(kind))
         return sdxl_error_set(err, SDXL_STATUS_UNSUPPORTED, "sampler: %s does not take Karras sigmas",
                               sdxl_sampler_kind_name(kind));
+    if (kind == SDXL_SAMPLER_LCM) {
+        int orig = cfg->original_inference_steps;
+        if (orig < 1 || orig > N)
+            return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "sampler: LCM original_inference_steps %d not in [1, %d]",
+                                  orig, N);
+        if (steps > orig)
+            return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG,
+                                  "sampler: LCM takes at most original_inference_steps = %d steps, not %d", orig, steps);
+    }
     sdxl_sampler *s = sdxl_calloc(1, sizeof *s);
     if (!s) return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "sampler: out of memory");
     s->kind = kind;
     s->cfg = *cfg;
-    s->steps = steps;
+    s->inf_steps = steps;
+    s->steps = kind == SDXL_SAMPLER_HEUN ? 2 * steps - 1 : steps;
     s->n = n;
     s->alphas_cumprod = sdxl_malloc((size_t)N * sizeof(float));
-    s->timesteps = sdxl_malloc((size_t)steps * sizeof(double));
-    s->sigmas = sdxl_malloc((size_t)(steps + 1) * sizeof(double));
-    bool need_prev = kind == SDXL_SAMPLER_DPMPP_2M && n > 0, need_noise = kind == SDXL_SAMPLER_EULER_A && n > 0;
+    s->timesteps = sdxl_malloc((size_t)s->steps * sizeof(double));
+    s->sigmas = sdxl_malloc((size_t)(s->steps + 1) * sizeof(double));
+    bool need_prev =
+        (kind == SDXL_SAMPLER_DPMPP_2M || kind == SDXL_SAMPLER_DPMPP_2M_SDE || kind == SDXL_SAMPLER_UNIPC) && n > 0;
+    bool need_uni = kind == SDXL_SAMPLER_UNIPC && n > 0;
+    bool need_noise = sdxl_sampler_kind_is_stochastic(kind) && n > 0;
+    bool need_heun = kind == SDXL_SAMPLER_HEUN && n > 0;
     if (need_prev) s->prev_x0 = sdxl_malloc((size_t)n * sizeof(float));
     if (need_noise) s->noise = sdxl_malloc((size_t)n * sizeof(float));
+    if (need_uni) {
+        s->uni_m2 = sdxl_malloc((size_t)n * sizeof(float));
+        s->uni_last = sdxl_malloc((size_t)n * sizeof(float));
+    }
+    if (need_heun) {
+        s->heun_d = sdxl_malloc((size_t)n * sizeof(float));
+        s->heun_x = sdxl_malloc((size_t)n * sizeof(float));
+    }
     if (!s->alphas_cumprod || !s->timesteps || !s->sigmas || (need_prev && !s->prev_x0) ||
-        (need_noise && !s->noise)) {
+        (need_noise && !s->noise) || (need_heun && (!s->heun_d || !s->heun_x)) ||
+        (need_uni && (!s->uni_m2 || !s->uni_last))) {
         sdxl_sampler_free(s);
         return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "sampler: out of memory");
     }
@@ -413,7 +471,8 @@ sdxl_status sdxl_sampler_create(sdxl_sampler_kind kind, const sdxl_sched_config 
     make_alphas_cumprod(cfg, s->alphas_cumprod);
     switch (kind) {
     case SDXL_SAMPLER_EULER:
-    case SDXL_SAMPLER_EULER_A: {
+    case SDXL_SAMPLER_EULER_A:
+    case SDXL_SAMPLER_HEUN: {
         spaced_timesteps(cfg, steps, false, s->timesteps);
         for (int i = 0; i < steps; i++) s->timesteps[i] = (float)s->timesteps[i]; /* float32 array */
         for (int i = 0; i < steps; i++) s->sigmas[i] = interp_sigma(ac, N, s->timesteps[i]);
@@ -426,9 +485,33 @@ sdxl_status sdxl_sampler_create(sdxl_sampler_kind kind, const sdxl_sched_config 
         double mx = 0;
         for (int i = 0; i <= steps; i++) mx = s->sigmas[i] > mx ? s->sigmas[i] : mx;
         s->init_noise_sigma = (cfg->timestep_spacing == SDXL_SPACING_LEADING) ? sqrt(mx * mx + 1) : mx;
+        if (kind == SDXL_SAMPLER_HEUN) {
+            /* diffusers: sigmas [s0, s1, s1, .., s_{n-1}, s_{n-1}, 0], timesteps [t0, t1, t1, ..]; expand the
+             * first `steps` entries in place from the end (writes land at indices >= the one read) */
+            s->sigmas[2 * steps - 1] = 0.0;
+            for (int j = steps - 1; j >= 1; j--) {
+                s->timesteps[2 * j] = s->timesteps[2 * j - 1] = s->timesteps[j];
+                s->sigmas[2 * j] = s->sigmas[2 * j - 1] = s->sigmas[j];
+            }
+        }
         break;
     }
-    case SDXL_SAMPLER_DPMPP_2M: {
+    case SDXL_SAMPLER_LCM: {
+        /* origin timesteps k·(1..orig) - 1 reversed, picked at floor(linspace(0, orig, steps, endpoint=False)) */
+        int orig = cfg->original_inference_steps, k = N / orig;
+        double stp = (double)orig / steps;
+        for (int i = 0; i < steps; i++) {
+            int idx = (int)floor(i * stp);
+            s->timesteps[i] = (double)(orig - idx) * k - 1;
+        }
+        sdxl_free(s->sigmas);
+        s->sigmas = NULL;
+        s->init_noise_sigma = 1.0;
+        break;
+    }
+    case SDXL_SAMPLER_DPMPP_2M:
+    case SDXL_SAMPLER_DPMPP_2M_SDE:
+    case SDXL_SAMPLER_UNIPC: {
         if (cfg->use_karras_sigmas) {
             karras(train_sigma(ac, 0), train_sigma(ac, N - 1), steps, s->sigmas);
             for (int i = 0; i < steps; i++) s->timesteps[i] = round_even(sigma_to_t(ac, N, s->sigmas[i]));
@@ -437,6 +520,8 @@ sdxl_status sdxl_sampler_create(sdxl_sampler_kind kind, const sdxl_sched_config 
             for (int i = 0; i < steps; i++) s->sigmas[i] = interp_sigma(ac, N, s->timesteps[i]);
         }
         s->sigmas[steps] = cfg->final_sigmas_type == SDXL_FINAL_SIGMA_MIN ? train_sigma(ac, 0) : 0.0;
+        if (kind == SDXL_SAMPLER_UNIPC) /* UniPC: last Karras sigma repeated, else σ_min (no final_sigmas_type) */
+            s->sigmas[steps] = cfg->use_karras_sigmas ? s->sigmas[steps - 1] : train_sigma(ac, 0);
         for (int i = 0; i <= steps; i++) s->sigmas[i] = (float)s->sigmas[i];
         s->init_noise_sigma = 1.0;
         break;
@@ -461,12 +546,19 @@ void sdxl_sampler_free(sdxl_sampler *s) {
     sdxl_free(s->sigmas);
     sdxl_free(s->prev_x0);
     sdxl_free(s->noise);
+    sdxl_free(s->heun_d);
+    sdxl_free(s->heun_x);
+    sdxl_free(s->uni_m2);
+    sdxl_free(s->uni_last);
     sdxl_free(s);
 }
 
 void sdxl_sampler_reset(sdxl_sampler *s) {
     s->next_step = 0;
     s->lower_order_nums = 0;
+    s->heun_pending = false;
+    s->uni_have_last = false;
+    s->uni_order = 0;
 }
 
 void sdxl_sampler_set_begin_index(sdxl_sampler *s, int i) {
@@ -476,6 +568,8 @@ void sdxl_sampler_set_begin_index(sdxl_sampler *s, int i) {
 
 sdxl_sampler_kind sdxl_sampler_get_kind(const sdxl_sampler *s) { return s->kind; }
 int sdxl_sampler_steps(const sdxl_sampler *s) { return s->steps; }
+int sdxl_sampler_inference_steps(const sdxl_sampler *s) { return s->inf_steps; }
+int sdxl_sampler_order(const sdxl_sampler *s) { return s->kind == SDXL_SAMPLER_HEUN ? 2 : 1; }
 double sdxl_sampler_timestep(const sdxl_sampler *s, int i) {
     assert(i >= 0 && i < s->steps);
     return s->timesteps[i];
@@ -486,7 +580,7 @@ const float *sdxl_sampler_alphas_cumprod(const sdxl_sampler *s) { return s->alph
 
 void sdxl_sampler_scale_model_input(const sdxl_sampler *s, int i, const float *x, float *out, int64_t n) {
     assert(i >= 0 && i < s->steps);
-    if (s->kind == SDXL_SAMPLER_EULER || s->kind == SDXL_SAMPLER_EULER_A) {
+    if (s->kind == SDXL_SAMPLER_EULER || s->kind == SDXL_SAMPLER_EULER_A || s->kind == SDXL_SAMPLER_HEUN) {
         float d = (float)sqrt(s->sigmas[i] * s->sigmas[i] + 1.0);
         for (int64_t k = 0; k < n; k++) out[k] = x[k] / d;
     } else if (out != x) {
@@ -553,6 +647,174 @@ static void dpm_step(sdxl_sampler *s, int i, const float *out, float *x, int64_t
     if (s->lower_order_nums < 2) s->lower_order_nums++;
 }
 
+/* DPM++ 2M SDE (sde-dpmsolver++, midpoint): as dpm_step plus the noise term. */
+static void dpm_sde_step(sdxl_sampler *s, int i, const float *out, float *x, int64_t n, const float *noise) {
+    double a_s0, s_s0, a_t, s_t;
+    alpha_sigma(s->sigmas[i], &a_s0, &s_s0);
+    alpha_sigma(s->sigmas[i + 1], &a_t, &s_t);
+    bool v = s->cfg.prediction_type == SDXL_PREDICT_V;
+    bool last = i == s->steps - 1;
+    bool lower_final = last && (s->cfg.euler_at_final || (s->cfg.lower_order_final && s->steps < 15) ||
+                                s->cfg.final_sigmas_type == SDXL_FINAL_SIGMA_ZERO);
+    bool first_order = s->lower_order_nums < 1 || lower_final;
+    float c_x, c_d0, c_n, c_d1 = 0;
+    if (s_t == 0.0) { /* final sigma 0: h = inf, x = x0 exactly */
+        c_x = 0.0f;
+        c_d0 = (float)a_t;
+        c_n = 0.0f;
+    } else {
+        double lam_t = log(a_t) - log(s_t), lam_s0 = log(a_s0) - log(s_s0);
+        double h = lam_t - lam_s0;
+        double e1 = exp(-h), om = 1.0 - exp(-2.0 * h);
+        c_x = (float)(s_t / s_s0 * e1);
+        c_d0 = (float)(a_t * om);
+        c_n = (float)(s_t * sqrt(om));
+        if (!first_order) {
+            double a_s1, s_s1;
+            alpha_sigma(s->sigmas[i - 1], &a_s1, &s_s1);
+            double lam_s1 = log(a_s1) - log(s_s1);
+            double r0 = (lam_s0 - lam_s1) / h;
+            c_d1 = (float)(0.5 * a_t * om / r0);
+        }
+    }
+    float r_a = (float)a_s0, r_s = (float)s_s0;
+    for (int64_t k = 0; k < n; k++) {
+        float x0 = v ? r_a * x[k] - r_s * out[k] : (x[k] - r_s * out[k]) / r_a;
+        float y = c_x * x[k] + c_d0 * x0;
+        if (!first_order) y = y + c_d1 * (x0 - s->prev_x0[k]);
+        y = y + c_n * noise[k];
+        s->prev_x0[k] = x0;
+        x[k] = y;
+    }
+    if (s->lower_order_nums < 2) s->lower_order_nums++;
+}
+
+/* Heun: a first-order (Euler) call stores derivative, dt and sample; the next
+ * call averages the derivatives and redoes the step from the stored sample. */
+static void heun_step(sdxl_sampler *s, int i, const float *out, float *x, int64_t n) {
+    bool v = s->cfg.prediction_type == SDXL_PREDICT_V;
+    bool clip = s->cfg.clip_sample;
+    float cr = (float)s->cfg.clip_sample_range;
+    bool first = !s->heun_pending;
+    double sig_in = s->sigmas[i]; /* first call: sigma_hat = σ_i; second: sigma_next = σ_i */
+    float sg = (float)sig_in;
+    float cv1 = (float)(-sig_in / sqrt(sig_in * sig_in + 1)), cv2 = (float)(1.0 / (sig_in * sig_in + 1));
+    float fdt;
+    if (first) {
+        s->heun_dt = s->sigmas[i + 1] - s->sigmas[i];
+    }
+    fdt = (float)s->heun_dt;
+    for (int64_t k = 0; k < n; k++) {
+        float x0 = v ? out[k] * cv1 + x[k] * cv2 : x[k] - sg * out[k];
+        if (clip) x0 = x0 < -cr ? -cr : (x0 > cr ? cr : x0);
+        float d = (x[k] - x0) / sg;
+        if (first) {
+            s->heun_d[k] = d;
+            s->heun_x[k] = x[k];
+            x[k] = x[k] + d * fdt;
+        } else {
+            d = (s->heun_d[k] + d) / 2.0f;
+            x[k] = s->heun_x[k] + d * fdt;
+        }
+    }
+    s->heun_pending = first;
+}
+
+/* LCM: boundary-condition scalings of the (integer) timestep, then noise to the next timestep. */
+static void lcm_step(const sdxl_sampler *s, int i, const float *out, float *x, int64_t n, const float *noise) {
+    int t = (int)s->timesteps[i];
+    bool last = i == s->steps - 1;
+    int prev = last ? t : (int)s->timesteps[i + 1];
+    float a_t = s->alphas_cumprod[t], a_p = s->alphas_cumprod[prev];
+    float sa = sqrtf(a_t), sb = sqrtf(1.0f - a_t), pa = sqrtf(a_p), pb = sqrtf(1.0f - a_p);
+    double st = (double)t * s->cfg.timestep_scaling, sd2 = 0.25;
+    float c_skip = (float)(sd2 / (st * st + sd2)), c_out = (float)(st / sqrt(st * st + sd2));
+    bool v = s->cfg.prediction_type == SDXL_PREDICT_V;
+    bool clip = s->cfg.clip_sample;
+    float cr = (float)s->cfg.clip_sample_range;
+    for (int64_t k = 0; k < n; k++) {
+        float x0 = v ? sa * x[k] - sb * out[k] : (x[k] - sb * out[k]) / sa;
+        if (clip) x0 = x0 < -cr ? -cr : (x0 > cr ? cr : x0);
+        float den = c_out * x0 + c_skip * x[k];
+        x[k] = last ? den : pa * den + pb * noise[k];
+    }
+}
+
+static double lambda_of(double sigma) {
+    double a, sg;
+    alpha_sigma(sigma, &a, &sg);
+    return log(a) - log(sg);
+}
+
+/* UniPC bh2, predict_x0, solver_order 2: corrector UniC (from the last
+ * sample with the new data prediction), then predictor UniP. */
+static void unipc_step(sdxl_sampler *s, int i, const float *out, float *x, int64_t n) {
+    const double *sg = s->sigmas;
+    bool v = s->cfg.prediction_type == SDXL_PREDICT_V;
+    double a_i, s_i;
+    alpha_sigma(sg[i], &a_i, &s_i);
+    float r_a = (float)a_i, r_s = (float)s_i;
+    /* corrector coefficients: x_c = cl·last + cm1·m1 + cd·(m2 - m1) + cx·(x0 - m1) */
+    bool corr = i > 0 && s->uni_have_last;
+    float cl = 0, cm1 = 0, cd = 0, cx = 0;
+    if (corr) {
+        double a_t = a_i, s_t = s_i, a_s0, s_s0;
+        alpha_sigma(sg[i - 1], &a_s0, &s_s0);
+        double h = (log(a_t) - log(s_t)) - (log(a_s0) - log(s_s0));
+        double hh = -h, phi1 = expm1(hh), bh = expm1(hh);
+        double k1 = phi1 / hh - 1, b1 = k1 / bh;
+        double k2 = k1 / hh - 0.5, b2 = k2 * 2 / bh;
+        double rho_d = 0, rho_t = 0.5;
+        if (s->uni_order == 2) {
+            double rk = (lambda_of(sg[i - 2]) - (log(a_s0) - log(s_s0))) / h;
+            /* solve [[1, 1], [rk, 1]] · ρ = [b1, b2] */
+            rho_d = (b1 - b2) / (1 - rk);
+            rho_t = b1 - rho_d;
+            rho_d /= rk; /* D1 = (m2 - m1) / rk */
+        }
+        cl = (float)(s_t / s_s0);
+        cm1 = (float)(-a_t * phi1);
+        cd = (float)(-a_t * bh * rho_d);
+        cx = (float)(-a_t * bh * rho_t);
+    }
+    /* predictor */
+    int order = s->cfg.lower_order_final ? (s->steps - i < 2 ? s->steps - i : 2) : 2;
+    if (order > s->lower_order_nums + 1) order = s->lower_order_nums + 1;
+    double a_t, s_t, a_s0 = a_i, s_s0 = s_i;
+    alpha_sigma(sg[i + 1], &a_t, &s_t);
+    double h = (log(a_t) - log(s_t)) - (log(a_s0) - log(s_s0));
+    float px = 1, pm = 0, pd = 0;
+    if (h != 0) { /* h = 0 (Karras' repeated last sigma): diffusers leaves the sample as it is */
+        double hh = -h, phi1 = expm1(hh), bh = expm1(hh);
+        px = (float)(s_t / s_s0);
+        pm = (float)(-a_t * phi1);
+        if (order == 2) {
+            double rk = (lambda_of(sg[i - 1]) - (log(a_s0) - log(s_s0))) / h;
+            pd = (float)(-a_t * bh * 0.5 / rk); /* D1 = (m_prev - x0) / rk, ρ_p = 0.5 */
+        }
+    }
+    for (int64_t k = 0; k < n; k++) {
+        float x0 = v ? r_a * x[k] - r_s * out[k] : (x[k] - r_s * out[k]) / r_a;
+        float xc = x[k];
+        if (corr) {
+            float m1 = s->prev_x0[k];
+            float c = cx * (x0 - m1);
+            if (s->uni_order == 2) c = c + cd * (s->uni_m2[k] - m1);
+            xc = cl * s->uni_last[k] + cm1 * m1 + c;
+        }
+        float mp = s->prev_x0[k];
+        s->uni_m2[k] = mp;
+        s->prev_x0[k] = x0;
+        s->uni_last[k] = xc;
+        float y = px * xc + pm * x0;
+        if (order == 2) y = y + pd * (mp - x0);
+        x[k] = y;
+    }
+    s->uni_order = order;
+    s->uni_have_last = true;
+    if (s->lower_order_nums < 2) s->lower_order_nums++;
+}
+
 static void ddim_step(const sdxl_sampler *s, int i, const float *out, float *x, int64_t n) {
     int N = s->cfg.num_train_timesteps;
     int t = (int)s->timesteps[i];
@@ -601,6 +863,20 @@ sdxl_status sdxl_sampler_step(sdxl_sampler *s, int i, const float *model_output,
     }
     case SDXL_SAMPLER_DPMPP_2M: dpm_step(s, i, model_output, x, n); break;
     case SDXL_SAMPLER_DDIM: ddim_step(s, i, model_output, x, n); break;
+    case SDXL_SAMPLER_HEUN: heun_step(s, i, model_output, x, n); break;
+    case SDXL_SAMPLER_UNIPC: unipc_step(s, i, model_output, x, n); break;
+    case SDXL_SAMPLER_DPMPP_2M_SDE:
+    case SDXL_SAMPLER_LCM: {
+        if (!rng)
+            return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "sampler step: %s needs an rng",
+                                  sdxl_sampler_kind_name(s->kind));
+        /* diffusers draws randn(latent shape) every SDE step; LCM on all steps but the last */
+        bool draw = s->kind == SDXL_SAMPLER_DPMPP_2M_SDE || i != s->steps - 1;
+        if (draw) sdxl_rng_randn(rng, s->noise, n);
+        if (s->kind == SDXL_SAMPLER_LCM) lcm_step(s, i, model_output, x, n, s->noise);
+        else dpm_sde_step(s, i, model_output, x, n, s->noise);
+        break;
+    }
     default: return sdxl_error_set(err, SDXL_STATUS_INTERNAL, "sampler step: bad kind");
     }
     s->next_step++;

@@ -22,6 +22,22 @@
  *              solver_type midpoint, lower_order_final, final_sigmas_type zero|sigma_min,
  *              Karras optional (then the timesteps come from the Karras sigmas)
  *   DDIM       DDIMScheduler, eta 0 (clip_sample, set_alpha_to_one honoured)
+ *   HEUN       HeunDiscreteScheduler (Karras optional). Second order: diffusers
+ *              repeats every timestep but the first, so a schedule of `steps`
+ *              inference steps is 2·steps-1 model calls; sdxl_sampler_steps()
+ *              returns the number of calls, timestep(i)/sigmas are per call
+ *              (diffusers' scheduler.timesteps / .sigmas, 2·steps entries),
+ *              and the loop above is unchanged. sdxl_sampler_order() = 2:
+ *              img2img's begin index is order·t_start (diffusers' get_timesteps).
+ *   DPMPP_2M_SDE  DPMSolverMultistepScheduler, algorithm sde-dpmsolver++,
+ *              solver_order 2, midpoint (Karras optional); one randn of the
+ *              latent size from the rng at every step (the last one too).
+ *   LCM        LCMScheduler (original_inference_steps, timestep_scaling; strength 1
+ *              schedule, steps <= original_inference_steps); one randn per step
+ *              except the last, as diffusers draws them.
+ *   UNIPC      UniPCMultistepScheduler, bh2, predict_x0, solver_order 2,
+ *              lower_order_final, no disabled corrector (Karras optional;
+ *              final sigma σ_min, or the last Karras sigma repeated, as diffusers).
  * prediction_type epsilon and v_prediction for all.
  *
  * Sampler names (case-insensitive; spaces, '-' and '_' are not ignored):
@@ -30,6 +46,13 @@
  *   DPM++ 2M:  DPMSolverMultistepScheduler, DPM++ 2M, dpmpp_2m;
  *              DPM++ 2M Karras (sets *karras)
  *   DDIM:      DDIMScheduler, DDIM, ddim
+ *   Heun:      HeunDiscreteScheduler, Heun, heun; Heun Karras
+ *   DPM++ 2M SDE: DPM++ 2M SDE, dpmpp_2m_sde, sde-dpmsolver++; DPM++ 2M SDE Karras,
+ *              dpmpp_2m_sde_karras (diffusers form: DPMSolverMultistepScheduler
+ *              with algorithm_type sde-dpmsolver++ in the config is not a class
+ *              of its own, hence the A1111 / ComfyUI names)
+ *   LCM:       LCMScheduler, LCM, lcm
+ *   UniPC:     UniPCMultistepScheduler, UniPC, uni_pc, uni_pc_bh2; UniPC Karras
  * "X Karras" is accepted for every kind that takes Karras sigmas (Euler,
  * DPM++ 2M). Unknown name -> NOT_FOUND listing the valid names.
  *
@@ -52,6 +75,10 @@ typedef enum sdxl_sampler_kind {
     SDXL_SAMPLER_EULER_A,
     SDXL_SAMPLER_DPMPP_2M,
     SDXL_SAMPLER_DDIM,
+    SDXL_SAMPLER_HEUN,         /* 2nd order: 2·steps-1 model calls */
+    SDXL_SAMPLER_DPMPP_2M_SDE, /* stochastic */
+    SDXL_SAMPLER_LCM,          /* stochastic (except the last step) */
+    SDXL_SAMPLER_UNIPC,
     SDXL_SAMPLER_COUNT_
 } sdxl_sampler_kind;
 
@@ -91,6 +118,8 @@ typedef struct sdxl_sched_config {
     sdxl_final_sigmas final_sigmas_type; /* DPM++ only */
     bool lower_order_final;         /* DPM++ only, true */
     bool euler_at_final;            /* DPM++ only, false */
+    int original_inference_steps;   /* LCM only, 50 */
+    double timestep_scaling;        /* LCM only, 10.0 */
 } sdxl_sched_config;
 
 /* SDXL base 1.0's values, with the diffusers defaults for the rest
@@ -107,7 +136,8 @@ sdxl_status sdxl_sched_config_parse(const char *json, size_t len, sdxl_sched_con
 /* Name -> kind (see the list above). *karras (may be NULL) is set true for
  * a "... Karras" name, false otherwise. NOT_FOUND lists the valid names. */
 sdxl_status sdxl_sampler_parse_name(const char *name, sdxl_sampler_kind *kind, bool *karras, sdxl_error *err);
-/* A1111-style display name ("Euler", "Euler a", "DPM++ 2M", "DDIM"). */
+/* A1111-style display name ("Euler", "Euler a", "DPM++ 2M", "DDIM", "Heun",
+ * "DPM++ 2M SDE", "LCM", "UniPC"). */
 const char *sdxl_sampler_kind_name(sdxl_sampler_kind kind);
 /* Whether the kind takes Karras sigmas / needs the rng in step. */
 bool sdxl_sampler_kind_supports_karras(sdxl_sampler_kind kind);
@@ -117,19 +147,28 @@ typedef struct sdxl_sampler sdxl_sampler;
 
 /* Schedule for `steps` inference steps (1..1000). n: latent floats per
  * step (B·C·h·w) for the multistep state; 0 is allowed for a schedule-only
- * sampler (step then fails with INVALID_ARG). Karras with DDIM (or Euler
- * a) -> UNSUPPORTED. INVALID_ARG for steps out of range. */
+ * sampler (step then fails with INVALID_ARG). Karras with DDIM, LCM (or Euler
+ * a) -> UNSUPPORTED. INVALID_ARG for steps out of range (LCM: more than
+ * cfg.original_inference_steps). */
 sdxl_status sdxl_sampler_create(sdxl_sampler_kind kind, const sdxl_sched_config *cfg, int steps, int64_t n,
                                 sdxl_sampler **out, sdxl_error *err);
 void sdxl_sampler_free(sdxl_sampler *s); /* NULL-safe */
 
 sdxl_sampler_kind sdxl_sampler_get_kind(const sdxl_sampler *s);
+/* Number of model calls = length of the timestep list (steps for every
+ * kind but Heun, 2·steps-1 for Heun). */
 int sdxl_sampler_steps(const sdxl_sampler *s);
+/* The `steps` given to create (inference steps). */
+int sdxl_sampler_inference_steps(const sdxl_sampler *s);
+/* Model calls per inference step in diffusers' sense (scheduler.order):
+ * 2 for Heun, 1 otherwise. */
+int sdxl_sampler_order(const sdxl_sampler *s);
 /* timesteps[i], the value fed to the UNet at step i (diffusers'
  * scheduler.timesteps; integral except Euler + Karras). */
 double sdxl_sampler_timestep(const sdxl_sampler *s, int i);
 /* sigmas[0..steps] (steps+1 values, last is the final sigma) for the
- * sigma-based kinds (Euler, Euler a, DPM++); NULL for DDIM. */
+ * sigma-based kinds (Euler, Euler a, DPM++, Heun: per model call);
+ * NULL for DDIM and LCM. */
 const double *sdxl_sampler_sigmas(const sdxl_sampler *s);
 /* The factor the initial noise is multiplied by (scheduler.init_noise_sigma). */
 double sdxl_sampler_init_noise_sigma(const sdxl_sampler *s);
@@ -142,7 +181,8 @@ void sdxl_sampler_scale_model_input(const sdxl_sampler *s, int i, const float *x
 
 /* One update: x (n floats, the current latents, in place) from the model
  * output at step i (after CFG). Steps must be taken in order 0, 1, ...
- * (multistep history); rng is needed for stochastic kinds (Euler a), NULL
+ * (multistep history); rng is needed for stochastic kinds (Euler a,
+ * DPM++ 2M SDE, LCM), NULL
  * otherwise. INVALID_ARG for out-of-order i, n different from create's,
  * or a missing rng. */
 sdxl_status sdxl_sampler_step(sdxl_sampler *s, int i, const float *model_output, float *x, int64_t n,
