@@ -10,6 +10,12 @@
  * replaces the draw with a safetensors tensor used as given (diffusers'
  * `latents=`), `--save-latents` writes the final latents (before VAE
  * decode). Ctrl-C stops after the current step and writes nothing.
+ *
+ * img2img: `--init-image FILE` (PNG; its size is the image size, and
+ * --width/--height, when given, must equal it) and `--strength S` (0.3, as
+ * diffusers): pipeline/img2img.h encodes the image, samples the posterior and
+ * noises it to the start step with the round's generator, exactly in
+ * diffusers' rng order, then the denoise loop runs from that step.
  */
 #include <getopt.h>
 #include <math.h>
@@ -29,6 +35,7 @@
 #include "model/model.h"
 #include "model/vae.h"
 #include "pipeline/denoise.h"
+#include "pipeline/img2img.h"
 #include "sample/rng.h"
 #include "sample/scheduler.h"
 
@@ -41,7 +48,8 @@ static void on_sigint(int sig) { (void)sig, interrupted = 1; }
 
 typedef struct {
     const char *model, *prompt, *prompt_2, *negative, *negative_2, *out, *sampler, *init_latents, *save_latents;
-    const char *spacing;
+    const char *spacing, *init_image;
+    double strength;
     int width, height, steps, batch, n_iter, threads;
     double cfg, rescale;
     long long seed;
@@ -63,6 +71,8 @@ static void usage(FILE *f) {
             "  --prompt-syntax a1111|plain  --long-prompts chunk|truncate\n"
             "  --init-latents FILE      safetensors [B,4,h,w], used as given (diffusers latents=)\n"
             "  --save-latents FILE      final latents (before VAE decode) as safetensors\n"
+            "  --init-image FILE        img2img from a PNG (its size; --width/--height must match if given)\n"
+            "  --strength S             img2img strength in (0,1] (default 0.3)\n"
             "  -o FILE                  output PNG (default out.png); with several images: FILE-N.png,\n"
             "                           or a pattern with %%d (image index)\n"
             "  --threads N  -q\n");
@@ -78,6 +88,7 @@ static int parse(int argc, char **argv, gen_opts *o) {
     o->n_iter = 1;
     o->cfg = 5.0;
     o->seed = -1;
+    o->strength = SDXL_IMG2IMG_DEFAULT_STRENGTH;
     o->pp = sdxl_prompt_default_params();
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"prompt-2", 1, 0, 'P'}, {"negative", 1, 0, 'n'},
@@ -86,6 +97,7 @@ static int parse(int argc, char **argv, gen_opts *o) {
         {"timestep-spacing", 1, 0, 't'}, {"seed", 1, 0, 'e'}, {"batch", 1, 0, 'b'}, {"n-iter", 1, 0, 'i'},
         {"rng", 1, 0, 'R'}, {"prompt-syntax", 1, 0, 'y'}, {"long-prompts", 1, 0, 'l'},
         {"init-latents", 1, 0, 'L'}, {"save-latents", 1, 0, 'A'}, {"output", 1, 0, 'o'}, {"threads", 1, 0, 'T'},
+        {"init-image", 1, 0, 'I'}, {"strength", 1, 0, 'Z'},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
@@ -127,6 +139,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         case 'L': o->init_latents = optarg; break;
         case 'A': o->save_latents = optarg; break;
         case 'o': o->out = optarg; break;
+        case 'I': o->init_image = optarg; break;
+        case 'Z': o->strength = strtod(optarg, &end); break;
         case 'T': o->threads = (int)strtol(optarg, &end, 10); break;
         case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 0;
@@ -149,6 +163,10 @@ static int parse(int argc, char **argv, gen_opts *o) {
         return fprintf(stderr, "generate: --batch must be in 1..%d and --n-iter >= 1\n", MAX_BATCH), 2;
     if (!isfinite(o->cfg) || !isfinite(o->rescale) || o->rescale < 0 || o->rescale > 1)
         return fprintf(stderr, "generate: --cfg must be finite and --guidance-rescale in [0,1]\n"), 2;
+    if (!(o->strength > 0 && o->strength <= 1))
+        return fprintf(stderr, "generate: --strength must be in (0,1]\n"), 2;
+    if (o->init_image && o->init_latents)
+        return fprintf(stderr, "generate: --init-image and --init-latents exclude each other\n"), 2;
     return -1;
 }
 
@@ -216,16 +234,28 @@ int sdxl_cmd_generate(int argc, char **argv) {
     sdxl_sampler *smp = NULL;
     sdxl_cond pos = {0}, neg = {0};
     float *latents = NULL, *image = NULL;
-    uint8_t *rgb = NULL;
+    uint8_t *rgb = NULL, *init_rgb = NULL;
     sdxl_arena *vae_arena = NULL;
     int rc = 1;
     if (sdxl_model_load(o.model, NULL, &m, &err)) goto fail;
     const sdxl_model_config *cfg = sdxl_weights_config(m->weights);
     const int f = 1 << (cfg->vae.num_levels - 1), C = cfg->unet.in_channels;
     const int unet_mult = f << (cfg->unet.num_levels - 1); /* latent sides must divide by 2^(levels-1) */
+    if (o.init_image) {
+        int iw, ih;
+        if (sdxl_png_read(o.init_image, &init_rgb, &iw, &ih, &err)) goto fail;
+        if ((o.width && o.width != iw) || (o.height && o.height != ih)) {
+            fprintf(stderr, "generate: --init-image %s is %dx%d but --width/--height ask for %dx%d (resize it first)\n",
+                    o.init_image, iw, ih, o.width ? o.width : iw, o.height ? o.height : ih);
+            rc = 2;
+            goto done;
+        }
+        o.width = iw;
+        o.height = ih;
+    }
     if (!o.width) o.width = cfg->unet.sample_size * f;
     if (!o.height) o.height = cfg->unet.sample_size * f;
-    if (o.width % unet_mult || o.height % unet_mult) {
+    if (o.width % unet_mult || o.height % unet_mult || o.width > MAX_SIDE || o.height > MAX_SIDE) {
         fprintf(stderr, "generate: %dx%d: this model needs width and height in multiples of %d\n", o.width, o.height,
                 unet_mult);
         rc = 2;
@@ -251,6 +281,14 @@ int sdxl_cmd_generate(int argc, char **argv) {
         }
     }
     if (sdxl_sampler_create(kind, &sc, o.steps, nlat, &smp, &err)) goto fail;
+    if (o.init_image) { /* a strength that runs no step is a usage error, found before any work */
+        int t_start;
+        if (sdxl_img2img_start_step(o.steps, o.strength, &t_start, &err)) {
+            fprintf(stderr, "generate: %s\n", err.msg);
+            rc = 2;
+            goto done;
+        }
+    }
 
     sdxl_backend_params bp = sdxl_backend_default_params();
     bp.n_threads = o.threads;
@@ -279,7 +317,8 @@ int sdxl_cmd_generate(int argc, char **argv) {
     uint64_t seed = o.seed < 0 ? sdxl_rng_random_seed() : (uint64_t)o.seed;
     signal(SIGINT, on_sigint);
     progress pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter};
-    char params_text[8192];
+    char params_text[8192], denoise_text[64] = "";
+    if (init_rgb) snprintf(denoise_text, sizeof denoise_text, ", Denoising strength: %g", o.strength);
     int written = 0;
     for (int r = 0; r < o.n_iter; r++) {
         uint64_t round_seed = seed + (uint64_t)r * (uint64_t)B;
@@ -298,10 +337,20 @@ int sdxl_cmd_generate(int argc, char **argv) {
             }
             memcpy(latents, t->data, t->nbytes);
             sdxl_st_close(lf);
-        } else {
+        } else if (!init_rgb) {
             sdxl_rng_randn(&rng, latents, nlat); /* one [B,C,h,w] draw, as diffusers */
         }
+        int start_step = 0;
+        if (init_rgb) {
+            sdxl_img2img_params ip = sdxl_img2img_default_params();
+            ip.strength = o.strength;
+            ip.vae = &vp;
+            if (sdxl_img2img_prepare(be, m->weights, smp, &ip, init_rgb, o.height, o.width, B, &rng, latents,
+                                     &start_step, &err))
+                goto fail;
+        }
         sdxl_denoise_params dp = sdxl_denoise_default_params();
+        dp.start_step = start_step;
         dp.batch = B;
         dp.width = o.width;
         dp.height = o.height;
@@ -332,11 +381,11 @@ int sdxl_cmd_generate(int argc, char **argv) {
             /* A1111's infotext: prompt, negative, then the settings line */
             snprintf(params_text, sizeof params_text,
                      "%s\n%s%s%sSteps: %d, Sampler: %s%s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s, "
-                     "RNG: CPU%s",
+                     "RNG: CPU%s%s",
                      o.prompt, o.negative ? "Negative prompt: " : "", o.negative ? o.negative : "",
                      o.negative ? "\n" : "", o.steps, sdxl_sampler_kind_name(kind), karras ? " Karras" : "", o.cfg,
                      (unsigned long long)round_seed, o.width, o.height, base_name(o.model),
-                     B > 1 ? ", Batch pos: " : "");
+                     init_rgb ? denoise_text : "", B > 1 ? ", Batch pos: " : "");
             if (B > 1) {
                 size_t k = strlen(params_text);
                 snprintf(params_text + k, sizeof params_text - k, "%d", i);
@@ -360,6 +409,7 @@ done:
     sdxl_free(latents);
     sdxl_free(image);
     sdxl_free(rgb);
+    sdxl_free(init_rgb);
     sdxl_cond_free(&pos);
     sdxl_cond_free(&neg);
     sdxl_sampler_free(smp);
