@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +56,23 @@ const char *sdxl_test_data(const char *rel) {
     const char *root = getenv("SDXL_TEST_DATA");
     snprintf(buf, sizeof buf, "%s/%s", root ? root : SDXL_TEST_DATA_DIR, rel);
     return buf;
+}
+
+#ifndef SDXL_BINARY_DIR
+#define SDXL_BINARY_DIR "build"
+#endif
+
+int sdxl_test_run_cli(const char *args, char *buf, size_t n) {
+    char cmd[16384];
+    if ((size_t)snprintf(cmd, sizeof cmd, "%s/sdxl %s 2>&1", SDXL_BINARY_DIR, args) >= sizeof cmd) return -1;
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t k = fread(buf, 1, n - 1, p);
+    buf[k] = 0;
+    while (fgetc(p) != EOF) {
+    } /* drain, so the child never blocks on a full pipe */
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static char tmpdir[256];

@@ -23,6 +23,10 @@ void sdxl_test_register(const char *name, const char *file, sdxl_test_fn fn);
 void sdxl_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 const char *sdxl_test_data(const char *rel);  /* static buffer per call: copy if kept */
 const char *sdxl_test_tmpdir(void);
+/* Run the built `sdxl` binary with `args` (a shell-quoted string) and capture
+ * stdout+stderr into buf (NUL-terminated, truncated to n-1). Returns the exit
+ * status, or -1 if it could not run or died from a signal. */
+int sdxl_test_run_cli(const char *args, char *buf, size_t n);
 /* Max abs difference / max |ref|, for reporting. */
 double sdxl_test_max_abs_diff(const float *a, const float *b, long n);
 

@@ -10,33 +10,22 @@
 #define SDXL_BINARY_DIR "build"
 #endif
 
-/* Run the sdxl binary with `args`, capture stdout+stderr into buf; returns the exit status. */
-static int run_sdxl(const char *args, char *buf, size_t n) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/sdxl %s 2>&1", SDXL_BINARY_DIR, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t k = fread(buf, 1, n - 1, p);
-    buf[k] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 TEST(cli_encode_prompt_syntax_switch) {
     static char out[65536];
     char args[2048];
     snprintf(args, sizeof args, "encode --model %s --prompt 'a (photo:1.5) of [an] astronaut' --tokens",
              sdxl_test_data("refs/tiny-sdxl"));
-    REQUIRE(run_sdxl(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     CHECK(strstr(out, "tokenizer: 1 chunk(s), 5 tokens") != NULL); /* brackets are syntax */
     CHECK(strstr(out, "(1.5)") != NULL);                          /* weighted token */
     CHECK(strstr(out, "(0.909)") != NULL);                        /* [an] = 1/1.1 */
     strncat(args, " --prompt-syntax plain", sizeof args - strlen(args) - 1);
-    REQUIRE(run_sdxl(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     CHECK(strstr(out, "tokenizer: 1 chunk(s), 13 tokens") != NULL); /* brackets are text */
     CHECK(strstr(out, "(1.5)") == NULL);
     snprintf(args, sizeof args, "encode --model %s --prompt x --prompt-syntax bogus", sdxl_test_data("refs/tiny-sdxl"));
-    CHECK(run_sdxl(args, out, sizeof out) == 2);
+    CHECK(sdxl_test_run_cli(args, out, sizeof out) == 2);
     CHECK(strstr(out, "a1111 or plain") != NULL);
 }
 
@@ -51,7 +40,7 @@ TEST(cli_encode_long_prompts_switch) {
     snprintf(path, sizeof path, "%s/enc.safetensors", sdxl_test_tmpdir());
     snprintf(args, sizeof args, "encode --model %s --prompt '%s' --negative blurry -o %s",
              sdxl_test_data("refs/tiny-sdxl"), longp, path);
-    REQUIRE(run_sdxl(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     sdxl_error err = {0};
     sdxl_st_file *f = NULL;
     REQUIRE_OK(sdxl_st_open(path, &f, &err), &err);
@@ -61,7 +50,7 @@ TEST(cli_encode_long_prompts_switch) {
     CHECK(ne->shape[1] == pe->shape[1]);                /* negative padded to the same length */
     sdxl_st_close(f);
     strncat(args, " --long-prompts truncate", sizeof args - strlen(args) - 1);
-    REQUIRE(run_sdxl(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     REQUIRE_OK(sdxl_st_open(path, &f, &err), &err);
     pe = sdxl_st_find(f, "prompt_embeds");
     CHECK(pe && pe->shape[1] == 77);

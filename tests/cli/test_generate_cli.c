@@ -21,17 +21,6 @@
 #define SDXL_SOURCE_DIR "."
 #endif
 
-static int run(const char *args, char *buf, size_t n) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/sdxl %s 2>&1", SDXL_BINARY_DIR, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t k = fread(buf, 1, n - 1, p);
-    buf[k] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static const struct {
     const char *name, *prompt;
     int seed;
@@ -52,7 +41,7 @@ TEST(generate_demo_matches_diffusers_images) {
                  "generate --model %s/demo/model --prompt '%s' --seed %d --steps 20 --cfg 6 --width 64 --height 64 "
                  "-q -o %s",
                  SDXL_SOURCE_DIR, CASES[c].prompt, CASES[c].seed, png);
-        int rc = run(args, out, sizeof out);
+        int rc = sdxl_test_run_cli(args, out, sizeof out);
         CHECK_MSG(rc == 0, "%s: exit %d: %s", CASES[c].name, rc, out);
         if (rc) continue;
         sdxl_error err = {0};
@@ -93,7 +82,7 @@ TEST(generate_rejects_bad_arguments_and_writes_nothing) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(args, sizeof args, "generate --model %s/demo/model --prompt x %s -q -o %s", SDXL_SOURCE_DIR, bad[i],
                  png);
-        int rc = run(args, out, sizeof out);
+        int rc = sdxl_test_run_cli(args, out, sizeof out);
         CHECK_MSG(rc == 1 || rc == 2, "%s: exit %d", bad[i], rc);
         CHECK_MSG(strstr(out, "generate:") != NULL, "%s: no message", bad[i]);
         FILE *f = fopen(png, "rb");
@@ -102,7 +91,7 @@ TEST(generate_rejects_bad_arguments_and_writes_nothing) {
     }
     /* an unknown sampler lists the valid names */
     snprintf(args, sizeof args, "generate --model %s/demo/model --prompt x --sampler nosuch -o %s", SDXL_SOURCE_DIR, png);
-    run(args, out, sizeof out);
+    sdxl_test_run_cli(args, out, sizeof out);
     CHECK(strstr(out, "euler") != NULL || strstr(out, "Euler") != NULL);
 }
 
@@ -116,7 +105,7 @@ TEST(generate_batch_seeds_and_latents_files) {
              "generate --model %s/demo/model --prompt 'a blue star on a yellow background' --seed 5 --steps 4 "
              "--batch 2 --n-iter 2 -q -o %s",
              SDXL_SOURCE_DIR, png);
-    REQUIRE(run(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     char p[4][512];
     for (int i = 0; i < 4; i++) snprintf(p[i], sizeof p[i], "%s/b-%d.png", sdxl_test_tmpdir(), i);
     CHECK(strstr(out, "seed 5") && strstr(out, "seed 7")); /* round 2 starts at seed + B */
@@ -132,7 +121,7 @@ TEST(generate_batch_seeds_and_latents_files) {
              "generate --model %s/demo/model --prompt 'a blue star' --seed 5 --steps 2 --batch 2 -q -o %s "
              "--save-latents %s",
              SDXL_SOURCE_DIR, png, lat);
-    REQUIRE(run(args, out, sizeof out) == 0);
+    REQUIRE(sdxl_test_run_cli(args, out, sizeof out) == 0);
     sdxl_st_file *f = NULL;
     REQUIRE_OK(sdxl_st_open(lat, &f, &err), &err);
     const sdxl_st_tensor *t = sdxl_st_find(f, "latents");

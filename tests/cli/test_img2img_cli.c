@@ -20,17 +20,6 @@
 #define SDXL_SOURCE_DIR "."
 #endif
 
-static int run_cli(const char *args, char *buf, size_t n) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/sdxl %s 2>&1", SDXL_BINARY_DIR, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t k = fread(buf, 1, n - 1, p);
-    buf[k] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 TEST(img2img_cli_matches_diffusers_image) {
     static char out[65536];
     char args[4096], png[512], init[512], ref[512];
@@ -41,7 +30,7 @@ TEST(img2img_cli_matches_diffusers_image) {
              "generate --model %s/demo/model --prompt 'a blue star on a yellow background' --seed 5 --steps 10 "
              "--cfg 6 --init-image %s --strength 0.6 -q -o %s",
              SDXL_SOURCE_DIR, init, png);
-    int rc = run_cli(args, out, sizeof out);
+    int rc = sdxl_test_run_cli(args, out, sizeof out);
     CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
     if (rc) return;
     sdxl_error err = {0};
@@ -86,7 +75,7 @@ TEST(img2img_cli_rejects_bad_arguments) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(args, sizeof args, "generate --model %s/demo/model --prompt x --init-image %s %s -q -o %s",
                  SDXL_SOURCE_DIR, init, bad[i], png);
-        int rc = run_cli(args, out, sizeof out);
+        int rc = sdxl_test_run_cli(args, out, sizeof out);
         CHECK_MSG(rc == 1 || rc == 2, "%s: exit %d", bad[i], rc);
         CHECK_MSG(strstr(out, "generate:") != NULL, "%s: no message: %s", bad[i], out);
         FILE *f = fopen(png, "rb");
@@ -95,6 +84,6 @@ TEST(img2img_cli_rejects_bad_arguments) {
     }
     snprintf(args, sizeof args, "generate --model %s/demo/model --prompt x --init-image %s/nonexistent.png -q -o %s",
              SDXL_SOURCE_DIR, sdxl_test_tmpdir(), png);
-    int rc = run_cli(args, out, sizeof out);
+    int rc = sdxl_test_run_cli(args, out, sizeof out);
     CHECK_MSG(rc == 1, "missing init image: exit %d", rc);
 }
