@@ -10,12 +10,26 @@
  * replaces the draw with a safetensors tensor used as given (diffusers'
  * `latents=`), `--save-latents` writes the final latents (before VAE
  * decode). Ctrl-C stops after the current step and writes nothing.
+ * `--rng cuda`: torch's CUDA generator (sample/rng_philox.h, A1111's GPU
+ * seed): image i of round r gets its own [1,4,h,w] draw from a fresh
+ * generator seeded with seed + r·B + i, as A1111 does; the PNG says
+ * "RNG: NV" (A1111's name for its CPU copy of the GPU noise). Only the
+ * initial latents come from it; stochastic samplers' step noise still comes
+ * from the CPU generator, and img2img takes --rng cpu only.
  *
  * img2img: `--init-image FILE` (PNG; its size is the image size, and
  * --width/--height, when given, must equal it) and `--strength S` (0.3, as
  * diffusers): pipeline/img2img.h encodes the image, samples the posterior and
  * noises it to the start step with the round's generator, exactly in
  * diffusers' rng order, then the denoise loop runs from that step.
+ *
+ * Memory: `--memory-budget MB` caps the UNet arena; a batch over it runs in
+ * sub-batches of rows with identical results (pipeline/denoise.h). Default:
+ * half the physical RAM. The split is reported on stderr.
+ *
+ * Infotext: `Model hash` is A1111's AutoV2 hash (first 10 hex digits of the
+ * file's SHA-256), computed once per run for a single-file model (about 20 s
+ * for 7 GB) and left out for a diffusers folder.
  */
 #include <getopt.h>
 #include <math.h>
@@ -23,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,12 +46,14 @@
 #include "core/alloc.h"
 #include "image/png.h"
 #include "io/safetensors.h"
+#include "io/sha256.h"
 #include "model/conditioning.h"
 #include "model/model.h"
 #include "model/vae.h"
 #include "pipeline/denoise.h"
 #include "pipeline/img2img.h"
 #include "sample/rng.h"
+#include "sample/rng_philox.h"
 #include "sample/scheduler.h"
 
 #define MAX_SIDE 4096
@@ -53,8 +70,9 @@ typedef struct {
     int width, height, steps, batch, n_iter, threads;
     double cfg, rescale;
     long long seed;
-    bool karras, quiet;
+    bool karras, quiet, rng_cuda;
     sdxl_prompt_params pp;
+    double memory_budget_mb; /* --memory-budget: < 0 default (see default_memory_budget), 0 no limit */
 } gen_opts;
 
 static void usage(FILE *f) {
@@ -67,7 +85,7 @@ static void usage(FILE *f) {
             "  --sampler NAME           euler (default), euler_a, dpmpp_2m, ddim; diffusers / A1111 names too\n"
             "  --karras                 Karras sigmas (euler, dpmpp_2m)\n"
             "  --timestep-spacing leading|trailing|linspace\n"
-            "  --seed S (-1 = random)  --batch B (1)  --n-iter N (1)  --rng cpu\n"
+            "  --seed S (-1 = random)  --batch B (1)  --n-iter N (1)  --rng cpu|cuda\n"
             "  --prompt-syntax a1111|plain  --long-prompts chunk|truncate\n"
             "  --init-latents FILE      safetensors [B,4,h,w], used as given (diffusers latents=)\n"
             "  --save-latents FILE      final latents (before VAE decode) as safetensors\n"
@@ -75,6 +93,8 @@ static void usage(FILE *f) {
             "  --strength S             img2img strength in (0,1] (default 0.3)\n"
             "  -o FILE                  output PNG (default out.png); with several images: FILE-N.png,\n"
             "                           or a pattern with %%d (image index)\n"
+            "  --memory-budget MB       UNet activation budget: a batch whose UNet arena exceeds it runs in\n"
+            "                           sub-batches (same result); 0 = no limit (default: half the RAM)\n"
             "  --threads N  -q\n");
 }
 
@@ -90,6 +110,7 @@ static int parse(int argc, char **argv, gen_opts *o) {
     o->seed = -1;
     o->strength = SDXL_IMG2IMG_DEFAULT_STRENGTH;
     o->pp = sdxl_prompt_default_params();
+    o->memory_budget_mb = -1;
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"prompt-2", 1, 0, 'P'}, {"negative", 1, 0, 'n'},
         {"negative-2", 1, 0, 'N'}, {"width", 1, 0, 'W'}, {"height", 1, 0, 'H'}, {"steps", 1, 0, 's'},
@@ -97,7 +118,7 @@ static int parse(int argc, char **argv, gen_opts *o) {
         {"timestep-spacing", 1, 0, 't'}, {"seed", 1, 0, 'e'}, {"batch", 1, 0, 'b'}, {"n-iter", 1, 0, 'i'},
         {"rng", 1, 0, 'R'}, {"prompt-syntax", 1, 0, 'y'}, {"long-prompts", 1, 0, 'l'},
         {"init-latents", 1, 0, 'L'}, {"save-latents", 1, 0, 'A'}, {"output", 1, 0, 'o'}, {"threads", 1, 0, 'T'},
-        {"init-image", 1, 0, 'I'}, {"strength", 1, 0, 'Z'},
+        {"init-image", 1, 0, 'I'}, {"strength", 1, 0, 'Z'}, {"memory-budget", 1, 0, 'M'},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
@@ -121,10 +142,9 @@ static int parse(int argc, char **argv, gen_opts *o) {
         case 'b': o->batch = (int)strtol(optarg, &end, 10); break;
         case 'i': o->n_iter = (int)strtol(optarg, &end, 10); break;
         case 'R':
-            if (strcmp(optarg, "cpu")) {
-                fprintf(stderr, "generate: --rng %s: only 'cpu' (torch's CPU generator) is implemented\n", optarg);
-                return 2;
-            }
+            if (!strcmp(optarg, "cpu")) o->rng_cuda = false;
+            else if (!strcmp(optarg, "cuda") || !strcmp(optarg, "gpu") || !strcmp(optarg, "nv")) o->rng_cuda = true;
+            else return fprintf(stderr, "generate: --rng must be cpu or cuda\n"), 2;
             break;
         case 'y':
             if (!strcmp(optarg, "a1111")) o->pp.syntax = SDXL_PROMPT_A1111;
@@ -142,6 +162,11 @@ static int parse(int argc, char **argv, gen_opts *o) {
         case 'I': o->init_image = optarg; break;
         case 'Z': o->strength = strtod(optarg, &end); break;
         case 'T': o->threads = (int)strtol(optarg, &end, 10); break;
+        case 'M':
+            o->memory_budget_mb = strtod(optarg, &end);
+            if (!(o->memory_budget_mb >= 0 && o->memory_budget_mb <= 1e12))
+                return fprintf(stderr, "generate: --memory-budget must be a number of MB >= 0\n"), 2;
+            break;
         case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -209,6 +234,49 @@ static void out_name(const char *pattern, int index, int total, char *buf, size_
         int stem = dot ? (int)(dot - pattern) : (int)strlen(pattern);
         snprintf(buf, n, "%.*s-%d%s", stem, pattern, index, dot ? dot : "");
     }
+}
+
+/* --memory-budget default: half the physical RAM (sysconf); the other half is
+ * left to the weights (mapped), the VAE and the rest. 0 (no limit) when the
+ * system does not say. */
+static size_t default_memory_budget(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return 0;
+    double half = (double)pages * (double)page / 2;
+    return half >= (double)SIZE_MAX ? SIZE_MAX : (size_t)half;
+}
+
+/* A1111's "Model hash" (AutoV2): the first 10 hex digits of the SHA-256 of
+ * the checkpoint file. Single-file models only (a diffusers folder has no
+ * one file to hash, so the field is left out, as A1111 has no hash for it
+ * either). The bytes are read through the weights' own mapping (the whole
+ * file is mapped: 8-byte header length, JSON header, data section), so the
+ * file is not read a second time. false when there is nothing to hash. */
+static bool model_hash(const char *path, const sdxl_weights *w, char out[11]) {
+    struct stat sb;
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode) || sdxl_weights_file_count(w) != 1) return false;
+    const sdxl_st_file *f = sdxl_weights_file(w, 0);
+    const sdxl_st_tensor *t = NULL;
+    for (size_t i = 0; i < sdxl_st_count(f) && !t; i++)
+        if (sdxl_st_at(f, i)->nbytes) t = sdxl_st_at(f, i);
+    if (!t) return false;
+    uint64_t hlen = sdxl_st_header_size(f), len = 8 + hlen + sdxl_st_data_size(f);
+    if (len != (uint64_t)sb.st_size) return false; /* not the mapping we think it is */
+    const uint8_t *base = (const uint8_t *)t->data - t->offset - hlen - 8;
+    sdxl_sha256 h;
+    sdxl_sha256_init(&h);
+    for (uint64_t off = 0; off < len;) { /* in 64 MiB pieces: the pages stream through once */
+        size_t k = len - off < ((uint64_t)1 << 26) ? (size_t)(len - off) : (size_t)1 << 26;
+        sdxl_sha256_update(&h, base + off, k);
+        off += k;
+    }
+    uint8_t d[32];
+    char hex[65];
+    sdxl_sha256_final(&h, d);
+    sdxl_sha256_hex(d, hex);
+    memcpy(out, hex, 10);
+    out[10] = 0;
+    return true;
 }
 
 static const char *base_name(const char *path) {
@@ -310,10 +378,16 @@ int sdxl_cmd_generate(int argc, char **argv) {
         sdxl_error_set(&err, SDXL_STATUS_OUT_OF_MEMORY, "buffers for %d image(s) of %dx%d", B, o.width, o.height);
         goto fail;
     }
+    if (o.rng_cuda && init_rgb) {
+        sdxl_error_set(&err, SDXL_STATUS_INVALID_ARG, "img2img takes --rng cpu only");
+        goto fail;
+    }
     if (o.init_latents && o.n_iter > 1) {
         sdxl_error_set(&err, SDXL_STATUS_INVALID_ARG, "--init-latents gives one round: use --n-iter 1");
         goto fail;
     }
+    char mhash[11] = "", mhash_text[32] = "";
+    if (model_hash(o.model, m->weights, mhash)) snprintf(mhash_text, sizeof mhash_text, "Model hash: %s, ", mhash);
     uint64_t seed = o.seed < 0 ? sdxl_rng_random_seed() : (uint64_t)o.seed;
     signal(SIGINT, on_sigint);
     progress pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter};
@@ -337,6 +411,12 @@ int sdxl_cmd_generate(int argc, char **argv) {
             }
             memcpy(latents, t->data, t->nbytes);
             sdxl_st_close(lf);
+        } else if (!init_rgb && o.rng_cuda) {
+            for (int i = 0; i < B; i++) { /* image i: its own [1,C,h,w] draw with seed + i, as A1111 */
+                sdxl_philox pg;
+                sdxl_philox_seed(&pg, round_seed + (uint64_t)i);
+                sdxl_philox_randn(&pg, latents + (size_t)i * C * h * w, (int64_t)C * h * w);
+            }
         } else if (!init_rgb) {
             sdxl_rng_randn(&rng, latents, nlat); /* one [B,C,h,w] draw, as diffusers */
         }
@@ -359,6 +439,18 @@ int sdxl_cmd_generate(int argc, char **argv) {
         dp.rng = &rng;
         dp.on_step = on_step;
         dp.user_data = &pr;
+        dp.memory_budget = o.memory_budget_mb < 0 ? default_memory_budget()
+                                                  : (size_t)(o.memory_budget_mb * 1024.0 * 1024.0);
+        if (r == 0 && !o.quiet) {
+            int rows = 0, per_pass = 0;
+            size_t ab = 0;
+            if (sdxl_denoise_plan(m->weights, &dp, pos.n_tokens, &rows, &per_pass, &ab, &err)) goto fail;
+            if (per_pass < rows)
+                fprintf(stderr,
+                        "generate: UNet batch of %d rows over the memory budget (%.0f MB): running %d rows per pass "
+                        "(%.0f MB arena)\n",
+                        rows, (double)dp.memory_budget / 1048576.0, per_pass, (double)ab / 1048576.0);
+        }
         pr.round = r;
         pr.t0 = now_s();
         if (sdxl_denoise(be, m->weights, smp, &pos, &neg, 1, &dp, latents, &err)) {
@@ -380,13 +472,14 @@ int sdxl_cmd_generate(int argc, char **argv) {
         for (int i = 0; i < B; i++) {
             /* A1111's infotext: prompt, negative, then the settings line */
             snprintf(params_text, sizeof params_text,
-                     "%s\n%s%s%sSteps: %d, Sampler: %s%s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s, "
-                     "RNG: CPU%s%s",
+                     "%s\n%s%s%sSteps: %d, Sampler: %s%s, CFG scale: %g, Seed: %llu, Size: %dx%d, %sModel: %s, "
+                     "RNG: %s%s%s",
                      o.prompt, o.negative ? "Negative prompt: " : "", o.negative ? o.negative : "",
                      o.negative ? "\n" : "", o.steps, sdxl_sampler_kind_name(kind), karras ? " Karras" : "", o.cfg,
-                     (unsigned long long)round_seed, o.width, o.height, base_name(o.model),
-                     init_rgb ? denoise_text : "", B > 1 ? ", Batch pos: " : "");
-            if (B > 1) {
+                     (unsigned long long)(o.rng_cuda ? round_seed + (uint64_t)i : round_seed), o.width, o.height,
+                     mhash_text, base_name(o.model), o.rng_cuda ? "NV" : "CPU", init_rgb ? denoise_text : "",
+                     B > 1 && !o.rng_cuda ? ", Batch pos: " : "");
+            if (B > 1 && !o.rng_cuda) { /* with --rng cuda image i is seed + i on its own */
                 size_t k = strlen(params_text);
                 snprintf(params_text + k, sizeof params_text - k, "%d", i);
             }
@@ -395,7 +488,8 @@ int sdxl_cmd_generate(int argc, char **argv) {
             out_name(o.out, written, B * o.n_iter, path, sizeof path);
             if (sdxl_png_write(path, rgb + (size_t)i * o.height * o.width * 3, o.width, o.height, text, &err))
                 goto fail;
-            printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)round_seed, o.width, o.height);
+            printf("%s  seed %llu  %dx%d\n", path,
+                   (unsigned long long)(o.rng_cuda ? round_seed + (uint64_t)i : round_seed), o.width, o.height);
             written++;
         }
     }

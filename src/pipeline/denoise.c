@@ -15,6 +15,58 @@ sdxl_denoise_params sdxl_denoise_default_params(void) {
     return p;
 }
 
+/* Latent size for p (0 in latent_width/height: image size / vae factor). */
+static void latent_size(const sdxl_model_config *mc, const sdxl_denoise_params *p, int *lh, int *lw) {
+    int vf = 1 << (mc->vae.num_levels - 1);
+    *lw = p->latent_width ? p->latent_width : p->width / vf;
+    *lh = p->latent_height ? p->latent_height : p->height / vf;
+}
+
+sdxl_status sdxl_denoise_plan(const sdxl_weights *w, const sdxl_denoise_params *p, int context_tokens, int *rows_out,
+                              int *per_pass_out, size_t *bytes_out, sdxl_error *err) {
+    if (!w || !p) return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise plan: NULL argument");
+    const sdxl_model_config *mc = sdxl_weights_config(w);
+    const int B = p->batch;
+    if (B < 1 || B > SDXL_UNET_MAX_BATCH / 2)
+        return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise: batch %d out of range", B);
+    if (p->width <= 0 || p->height <= 0)
+        return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise: image size %dx%d", p->width, p->height);
+    int lh, lw;
+    latent_size(mc, p, &lh, &lw);
+    const int rows = p->guidance > 1.0 ? 2 * B : B;
+    sdxl_unet_shape shape = {.batch = rows, .height = lh, .width = lw, .context_tokens = context_tokens};
+    size_t bytes = 0;
+    sdxl_status st = sdxl_unet_arena_bytes(&mc->unet, &shape, &bytes, err);
+    if (st) return sdxl_error_prefix(err, "denoise"), st;
+    int per_pass = rows;
+    if (p->memory_budget && bytes > p->memory_budget) {
+        /* largest k in [1, rows) whose arena fits (the arena grows with k) */
+        shape.batch = 1;
+        if ((st = sdxl_unet_arena_bytes(&mc->unet, &shape, &bytes, err))) return sdxl_error_prefix(err, "denoise"), st;
+        if (bytes > p->memory_budget)
+            return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY,
+                                  "denoise: memory budget %zu bytes is below one UNet row's arena (%zu bytes at "
+                                  "latent %dx%d)",
+                                  p->memory_budget, bytes, lw, lh);
+        int lo = 1, hi = rows - 1; /* lo fits */
+        size_t lo_bytes = bytes;
+        while (lo < hi) {
+            int mid = lo + (hi - lo + 1) / 2;
+            shape.batch = mid;
+            if ((st = sdxl_unet_arena_bytes(&mc->unet, &shape, &bytes, err)))
+                return sdxl_error_prefix(err, "denoise"), st;
+            if (bytes <= p->memory_budget) lo = mid, lo_bytes = bytes;
+            else hi = mid - 1;
+        }
+        per_pass = lo;
+        bytes = lo_bytes;
+    }
+    if (rows_out) *rows_out = rows;
+    if (per_pass_out) *per_pass_out = per_pass;
+    if (bytes_out) *bytes_out = bytes;
+    return SDXL_STATUS_OK;
+}
+
 sdxl_status sdxl_denoise(sdxl_backend *be, const sdxl_weights *w, sdxl_sampler *sampler, const sdxl_cond *pos,
                          const sdxl_cond *neg, int n_cond, const sdxl_denoise_params *p, float *latents,
                          sdxl_error *err) {
@@ -31,9 +83,8 @@ sdxl_status sdxl_denoise(sdxl_backend *be, const sdxl_weights *w, sdxl_sampler *
     if (cfg && !neg) return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise: guidance > 1 needs a negative cond");
     if (p->width <= 0 || p->height <= 0)
         return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise: image size %dx%d", p->width, p->height);
-    int vf = 1 << (mc->vae.num_levels - 1);
-    int lw = p->latent_width ? p->latent_width : p->width / vf;
-    int lh = p->latent_height ? p->latent_height : p->height / vf;
+    int lh, lw;
+    latent_size(mc, p, &lh, &lw);
     const int steps = sdxl_sampler_steps(sampler);
     if (p->start_step < 0 || p->start_step >= steps)
         return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "denoise: start_step %d not in [0, %d)", p->start_step,
@@ -63,13 +114,10 @@ sdxl_status sdxl_denoise(sdxl_backend *be, const sdxl_weights *w, sdxl_sampler *
         return sdxl_error_set(err, SDXL_STATUS_UNSUPPORTED, "denoise: UNet in %d != out %d channels", uc->in_channels,
                               uc->out_channels);
 
-    sdxl_unet_shape shape = {.batch = rows, .height = lh, .width = lw, .context_tokens = tokens};
+    int per_pass = rows;
     size_t bytes = 0;
-    sdxl_status st = sdxl_unet_arena_bytes(uc, &shape, &bytes, err);
-    if (st) {
-        sdxl_error_prefix(err, "denoise");
-        return st;
-    }
+    sdxl_status st = sdxl_denoise_plan(w, p, tokens, NULL, &per_pass, &bytes, err);
+    if (st) return st;
 
     /* everything the loop needs, before the loop */
     sdxl_arena *arena = sdxl_arena_create(bytes);
@@ -108,17 +156,23 @@ sdxl_status sdxl_denoise(sdxl_backend *be, const sdxl_weights *w, sdxl_sampler *
         sdxl_sampler_scale_model_input(sampler, i, latents, x_in, n);
         if (cfg) memcpy(x_in + n, x_in, (size_t)n * sizeof(float));
         float t = (float)sdxl_sampler_timestep(sampler, i);
-        sdxl_unet_inputs in = {.shape = shape,
-                               .sample = x_in,
-                               .timesteps = &t,
-                               .n_timesteps = 1,
-                               .context = ctx,
-                               .text_embeds = pooled,
-                               .time_ids = tids};
-        st = sdxl_unet_forward(be, w, &in, arena, pred, NULL, err);
-        if (st) {
-            sdxl_error_prefix(err, "denoise step %d/%d", i + 1, steps);
-            goto out;
+        for (int r0 = 0; r0 < rows; r0 += per_pass) { /* one pass unless the budget splits the rows */
+            int k = rows - r0 < per_pass ? rows - r0 : per_pass;
+            sdxl_unet_inputs in = {.shape = {.batch = k, .height = lh, .width = lw, .context_tokens = tokens},
+                                   .sample = x_in + (size_t)r0 * per,
+                                   .timesteps = &t,
+                                   .n_timesteps = 1,
+                                   .context = ctx + (size_t)r0 * tokens * dim,
+                                   .text_embeds = pooled + (size_t)r0 * pdim,
+                                   .time_ids = tids + (size_t)r0 * 6};
+            st = sdxl_unet_forward(be, w, &in, arena, pred + (size_t)r0 * per, NULL, err);
+            if (st) {
+                if (per_pass < rows)
+                    sdxl_error_prefix(err, "denoise step %d/%d rows %d..%d", i + 1, steps, r0, r0 + k - 1);
+                else
+                    sdxl_error_prefix(err, "denoise step %d/%d", i + 1, steps);
+                goto out;
+            }
         }
         if (cfg) {
             st = sdxl_unet_cfg_combine(pred, B, per, p->guidance, p->guidance_rescale, pred, err);

@@ -20,7 +20,18 @@
  *
  * Memory: everything (UNet arena planned with sdxl_unet_arena_bytes, the
  * context/pooled/time_ids rows, UNet input/output, sampler state) is
- * allocated before the first step; the loop allocates nothing. The sampler
+ * allocated before the first step; the loop allocates nothing.
+ *
+ * Batch split: with memory_budget > 0, when the UNet arena for all rows (2B
+ * with CFG, else B) exceeds the budget, each step runs the UNet on
+ * consecutive sub-batches of rows_per_pass rows (the largest count whose
+ * arena fits; the last pass may be smaller), each row with its own sample,
+ * conditioning and time ids; the arena is allocated once, for rows_per_pass.
+ * Rows are independent (uncond and cond of one image may land in different
+ * passes), and the CPU kernels compute each row's values in the same order
+ * whatever the batch, so a split run is bit-identical to an unsplit one
+ * (tests/pipeline/test_denoise.c checks it). A budget below one row's arena
+ * is OUT_OF_MEMORY, before any work. The sampler
  * is the caller's (created for `steps` and n = B·C·h·w floats); it is reset
  * before use, so one sampler can serve several batches in turn.
  */
@@ -53,6 +64,7 @@ typedef struct sdxl_denoise_params {
     sdxl_rng *rng;               /* for stochastic samplers (Euler a); may be NULL otherwise */
     sdxl_denoise_step_fn on_step; /* NULL: none */
     void *user_data;
+    size_t memory_budget;        /* bytes for the UNet arena; 0 = no limit (one pass over all rows) */
 } sdxl_denoise_params;
 
 /* Zeroed params with batch 1, guidance 5.0. */
@@ -68,5 +80,15 @@ sdxl_denoise_params sdxl_denoise_default_params(void);
 sdxl_status sdxl_denoise(sdxl_backend *be, const sdxl_weights *w, sdxl_sampler *sampler, const sdxl_cond *pos,
                          const sdxl_cond *neg, int n_cond, const sdxl_denoise_params *p, float *latents,
                          sdxl_error *err);
+
+/* The split sdxl_denoise would use for `p` (only batch, guidance, sizes and
+ * memory_budget are read) with conditioning of `context_tokens` tokens:
+ * *rows (2B with CFG, else B), *rows_per_pass (== *rows when no split is
+ * needed) and *arena_bytes (the UNet arena for rows_per_pass rows). Any of
+ * the outputs may be NULL. Errors: INVALID_ARG (batch, sizes),
+ * OUT_OF_MEMORY (one row's arena exceeds the budget; the message gives it),
+ * and what sdxl_unet_arena_bytes reports. */
+sdxl_status sdxl_denoise_plan(const sdxl_weights *w, const sdxl_denoise_params *p, int context_tokens, int *rows,
+                              int *rows_per_pass, size_t *arena_bytes, sdxl_error *err);
 
 #endif
