@@ -61,6 +61,19 @@
 #define MAX_BATCH 64
 
 static volatile sig_atomic_t interrupted;
+
+/* --rng cuda: one CUDA-generator stream per image (A1111's ImageRNG); a draw
+ * of n floats for the whole batch takes n/B from each image's stream. */
+typedef struct {
+    sdxl_philox gen[MAX_BATCH];
+    int n;
+} philox_batch;
+
+static void philox_fill(void *user_data, float *out, int64_t n) {
+    philox_batch *pb = user_data;
+    int64_t per = n / pb->n;
+    for (int i = 0; i < pb->n; i++) sdxl_philox_randn(&pb->gen[i], out + (int64_t)i * per, per);
+}
 static void on_sigint(int sig) { (void)sig, interrupted = 1; }
 
 typedef struct {
@@ -397,6 +410,7 @@ int sdxl_cmd_generate(int argc, char **argv) {
     for (int r = 0; r < o.n_iter; r++) {
         uint64_t round_seed = seed + (uint64_t)r * (uint64_t)B;
         sdxl_rng rng;
+        philox_batch philox; /* --rng cuda streams, live for the round */
         sdxl_rng_seed(&rng, round_seed);
         if (o.init_latents) {
             sdxl_st_file *lf = NULL;
@@ -413,10 +427,13 @@ int sdxl_cmd_generate(int argc, char **argv) {
             sdxl_st_close(lf);
         } else if (!init_rgb && o.rng_cuda) {
             for (int i = 0; i < B; i++) { /* image i: its own [1,C,h,w] draw with seed + i, as A1111 */
-                sdxl_philox pg;
-                sdxl_philox_seed(&pg, round_seed + (uint64_t)i);
-                sdxl_philox_randn(&pg, latents + (size_t)i * C * h * w, (int64_t)C * h * w);
+                sdxl_philox_seed(&philox.gen[i], round_seed + (uint64_t)i);
+                sdxl_philox_randn(&philox.gen[i], latents + (size_t)i * C * h * w, (int64_t)C * h * w);
             }
+            /* the samplers' per-step noise continues each image's own stream */
+            philox.n = B;
+            rng.fill = philox_fill;
+            rng.fill_user_data = &philox;
         } else if (!init_rgb) {
             sdxl_rng_randn(&rng, latents, nlat); /* one [B,C,h,w] draw, as diffusers */
         }

@@ -46,6 +46,8 @@ void sdxl_rng_seed(sdxl_rng *r, uint64_t seed) {
     r->index = SDXL_RNG_MT_N; /* regenerate on first draw */
     r->has_next_normal = false;
     r->next_normal = 0.0;
+    r->fill = NULL;
+    r->fill_user_data = NULL;
 }
 
 static void mt_twist(sdxl_rng *r) {
@@ -197,6 +199,10 @@ static void block16(float *d) {
 
 void sdxl_rng_randn(sdxl_rng *r, float *out, int64_t n) {
     if (n <= 0) return;
+    if (r->fill) {
+        r->fill(r->fill_user_data, out, n);
+        return;
+    }
     if (n < 16) {
         for (int64_t i = 0; i < n; i++) out[i] = (float)normal_f64(r);
         return;

@@ -38,6 +38,12 @@ typedef struct sdxl_rng {
     bool has_next_normal; /* torch's next_double_normal_sample */
     double next_normal;
     uint64_t seed;
+    /* Stand-in: when set, sdxl_rng_randn draws through fill instead of this
+     * generator (sdxl generate --rng cuda routes the samplers' per-step noise
+     * to each image's own CUDA-generator stream this way, as A1111 does).
+     * sdxl_rng_seed clears it. */
+    void (*fill)(void *user_data, float *out, int64_t n);
+    void *fill_user_data;
 } sdxl_rng;
 
 /* torch.Generator("cpu").manual_seed(seed). */

@@ -85,3 +85,24 @@ TEST(generate_rng_rejects_unknown) {
     CHECK(rc == 2);
     CHECK(strstr(out, "--rng") != NULL);
 }
+
+/* With a stochastic sampler the per-step noise also comes from each image's own CUDA-generator
+ * stream (A1111's ImageRNG), so image 1 of a seed-5 batch still equals the seed-6 single run; with
+ * the samplers drawing from one shared generator it would not. */
+TEST(generate_rng_cuda_ancestral_noise_per_image) {
+    static char out[65536];
+    char pat[512], b1[512], s6[512];
+    const char *tmp = sdxl_test_tmpdir();
+    snprintf(pat, sizeof pat, "%s/nva-b-%%d.png", tmp);
+    snprintf(b1, sizeof b1, "%s/nva-b-1.png", tmp);
+    snprintf(s6, sizeof s6, "%s/nva-s6.png", tmp);
+    int rc = gen("--rng cuda --sampler euler_a --seed 5 --batch 2", pat, out, sizeof out);
+    CHECK_MSG(rc == 0, "batch: exit %d: %s", rc, out);
+    if (rc) return;
+    rc = gen("--rng cuda --sampler euler_a --seed 6", s6, out, sizeof out);
+    CHECK_MSG(rc == 0, "seed 6: exit %d: %s", rc, out);
+    if (rc) return;
+    int mx = -1;
+    REQUIRE(maxdiff(b1, s6, &mx) == 0);
+    CHECK_MSG(mx == 0, "euler_a batch image 1 vs --seed 6: max diff %d", mx);
+}
