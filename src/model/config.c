@@ -334,23 +334,29 @@ static sdxl_status parse_json(const char *json, size_t len, const char *where, c
         if (st_ != SDXL_STATUS_OK) return st_;                                                               \
     } while (0)
 
-/* ---- UNet config.json ------------------------------------------------------ */
-
-static sdxl_status unet_from_json(jctx *c, sdxl_unet_config *u) {
-    memset(u, 0, sizeof *u);
+/* The "_class_name" must be `want`; then block_out_channels, a list of 1..SDXL_MAX_LEVELS
+ * channel counts, gives the number of levels. Shared by the UNet and VAE parsers. */
+static sdxl_status j_class_and_levels(jctx *c, const char *want, int *levels, int *channels) {
     const char *cls = NULL;
-    TRY(j_str(c, "_class_name", "UNet2DConditionModel", &cls));
-    if (strcmp(cls, "UNet2DConditionModel") != 0)
-        return junsup(c, "_class_name", "\"%.60s\" is not supported (expected UNet2DConditionModel)", cls);
-
+    TRY(j_str(c, "_class_name", want, &cls));
+    if (strcmp(cls, want) != 0)
+        return junsup(c, "_class_name", "\"%.60s\" is not supported (expected %s)", cls, want);
     const cJSON *boc = jget(c, "block_out_channels");
     if (!cJSON_IsArray(boc))
         return jbad(c, "block_out_channels", "expected a list of integers, got %s", jtype(boc));
     int L = cJSON_GetArraySize(boc);
     if (L < 1 || L > SDXL_MAX_LEVELS)
         return jbad(c, "block_out_channels", "has %d entries; expected 1..%d", L, SDXL_MAX_LEVELS);
-    u->num_levels = L;
-    TRY(j_int_or_list(c, "block_out_channels", L, true, 0, 1, SDXL_CFG_MAX_CHANNELS, u->block_out_channels));
+    *levels = L;
+    return j_int_or_list(c, "block_out_channels", L, true, 0, 1, SDXL_CFG_MAX_CHANNELS, channels);
+}
+
+/* ---- UNet config.json ------------------------------------------------------ */
+
+static sdxl_status unet_from_json(jctx *c, sdxl_unet_config *u) {
+    memset(u, 0, sizeof *u);
+    TRY(j_class_and_levels(c, "UNet2DConditionModel", &u->num_levels, u->block_out_channels));
+    const int L = u->num_levels;
 
     const cJSON *dbt = jget(c, "down_block_types"), *ubt = jget(c, "up_block_types");
     if (!cJSON_IsArray(dbt) || cJSON_GetArraySize(dbt) != L)
@@ -506,18 +512,8 @@ sdxl_status sdxl_unet_config_parse_json(const char *json, size_t len, const char
 
 static sdxl_status vae_from_json(jctx *c, sdxl_vae_config *v) {
     memset(v, 0, sizeof *v);
-    const char *cls = NULL;
-    TRY(j_str(c, "_class_name", "AutoencoderKL", &cls));
-    if (strcmp(cls, "AutoencoderKL") != 0)
-        return junsup(c, "_class_name", "\"%.60s\" is not supported (expected AutoencoderKL)", cls);
-    const cJSON *boc = jget(c, "block_out_channels");
-    if (!cJSON_IsArray(boc))
-        return jbad(c, "block_out_channels", "expected a list of integers, got %s", jtype(boc));
-    int L = cJSON_GetArraySize(boc);
-    if (L < 1 || L > SDXL_MAX_LEVELS)
-        return jbad(c, "block_out_channels", "has %d entries; expected 1..%d", L, SDXL_MAX_LEVELS);
-    v->num_levels = L;
-    TRY(j_int_or_list(c, "block_out_channels", L, true, 0, 1, SDXL_CFG_MAX_CHANNELS, v->block_out_channels));
+    TRY(j_class_and_levels(c, "AutoencoderKL", &v->num_levels, v->block_out_channels));
+    const int L = v->num_levels;
     const char *types[2] = {"down_block_types", "up_block_types"};
     const char *want[2] = {"DownEncoderBlock2D", "UpDecoderBlock2D"};
     for (int k = 0; k < 2; k++) {
