@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +74,47 @@ int sdxl_test_run_cli(const char *args, char *buf, size_t n) {
     } /* drain, so the child never blocks on a full pipe */
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+const char *sdxl_test_tmpdir(void);
+
+int sdxl_test_exec(const char *const *args, char **out, char **err) {
+    char ob[600], eb[600];
+    snprintf(ob, sizeof ob, "%s/exec.out", sdxl_test_tmpdir());
+    snprintf(eb, sizeof eb, "%s/exec.err", sdxl_test_tmpdir());
+    const char *argv[64] = {SDXL_BINARY_DIR "/sdxl"};
+    int n = 1;
+    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fo = open(ob, O_WRONLY | O_CREAT | O_TRUNC, 0600), fe = open(eb, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fo < 0 || fe < 0) _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    *out = read_all(ob);
+    *err = read_all(eb);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 static char tmpdir[256];

@@ -27,6 +27,10 @@ const char *sdxl_test_tmpdir(void);
  * stdout+stderr into buf (NUL-terminated, truncated to n-1). Returns the exit
  * status, or -1 if it could not run or died from a signal. */
 int sdxl_test_run_cli(const char *args, char *buf, size_t n);
+/* Run the built `sdxl` binary with argv[1..] = `args` (NULL-terminated, no
+ * shell), capturing stdout and stderr separately into malloc'd strings
+ * (*out, *err; free() them). Returns the exit status, -1 if it did not exit. */
+int sdxl_test_exec(const char *const *args, char **out, char **err);
 /* Max abs difference / max |ref|, for reporting. */
 double sdxl_test_max_abs_diff(const float *a, const float *b, long n);
 

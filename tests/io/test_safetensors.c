@@ -795,31 +795,11 @@ TEST(safetensors_reads_tiny_unet) {
  * into *out / *errtxt (free them). Returns the exit status, -1 if it did not
  * exit normally. */
 static int run_sdxl(const char *const *args, char **out, char **errtxt) {
-    const char *o = tmp_path("inspect.out"), *e = tmp_path("inspect.err");
-    char ob[1100], eb[1100];
-    snprintf(ob, sizeof ob, "%s", o);
-    snprintf(eb, sizeof eb, "%s", e);
-    const char *argv[16] = {SDXL_BINARY_DIR "/sdxl", "inspect"};
-    int n = 2;
-    for (; args[n - 2] && n < 15; n++)
-        argv[n] = args[n - 2];
+    const char *argv[64] = {"inspect"};
+    int n = 1;
+    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
     argv[n] = NULL;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(ob, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-            fe = open(eb, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0) _exit(126);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
-    *out = read_text(ob);
-    *errtxt = read_text(eb);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return sdxl_test_exec(argv, out, errtxt);
 }
 
 TEST(safetensors_inspect_command) {

@@ -919,31 +919,11 @@ TEST(make_model_survives_allocation_failures) {
 /* Run `sdxl make-model args...`; stdout/stderr into *out / *errtxt (free them).
  * Returns the exit status, -1 if it did not exit normally. */
 static int run_make_model(const char *const *args, char **out, char **errtxt) {
-    char ob[1100], eb[1100];
-    snprintf(ob, sizeof ob, "%s", tmp("cli.out"));
-    snprintf(eb, sizeof eb, "%s", tmp("cli.err"));
-    const char *argv[24] = {SDXL_BINARY_DIR "/sdxl", "make-model"};
-    int n = 2;
-    for (; args[n - 2] && n < 23; n++)
-        argv[n] = args[n - 2];
+    const char *argv[64] = {"make-model"};
+    int n = 1;
+    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
     argv[n] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(ob, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-            fe = open(eb, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0) _exit(126);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
-    *out = slurp(ob, NULL);
-    *errtxt = slurp(eb, NULL);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return sdxl_test_exec(argv, out, errtxt);
 }
 
 TEST(make_model_command) {
