@@ -44,8 +44,16 @@ sdxl_status sdxl_error_prefix(sdxl_error *err, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", old);
+    /* append ": old", truncated (memcpy: no format-truncation diagnostics) */
+    size_t at = n < 0 ? 0 : (size_t)n, cap = sizeof err->msg;
+    if (at + 2 < cap) {
+        memcpy(err->msg + at, ": ", 2);
+        at += 2;
+        size_t len = strnlen(old, sizeof old - 1);
+        if (len > cap - 1 - at) len = cap - 1 - at;
+        memcpy(err->msg + at, old, len);
+        err->msg[at + len] = '\0';
+    }
     return err->status;
 }
 

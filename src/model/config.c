@@ -1,6 +1,7 @@
 /* config.c - diffusers config.json parsing, SGM single-file inference,
  * hints, validation. See config.h for the rules. */
 #include "model/config.h"
+#include "io/json.h"
 #include "io/file.h"
 
 #include <cjson/cJSON.h>
@@ -109,16 +110,6 @@ typedef struct {
     sdxl_error *err;
 } jctx;
 
-static const char *jtype(const cJSON *v) {
-    if (!v) return "nothing";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
 
 static sdxl_status jbad(jctx *c, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -166,7 +157,7 @@ static sdxl_status j_int(jctx *c, const char *field, bool required, int def, int
     if (!j_is_int(v, lo, hi, &x)) {
         if (cJSON_IsNumber(v))
             return jbad(c, field, "%.17g is not an integer in [%d, %d]", v->valuedouble, lo, hi);
-        return jbad(c, field, "expected an integer in [%d, %d], got %s", lo, hi, jtype(v));
+        return jbad(c, field, "expected an integer in [%d, %d], got %s", lo, hi, sdxl_json_type_name(v));
     }
     *out = (int)x;
     return SDXL_STATUS_OK;
@@ -180,7 +171,7 @@ static sdxl_status j_num(jctx *c, const char *field, bool required, double def, 
         *out = def;
         return SDXL_STATUS_OK;
     }
-    if (!cJSON_IsNumber(v)) return jbad(c, field, "expected a number, got %s", jtype(v));
+    if (!cJSON_IsNumber(v)) return jbad(c, field, "expected a number, got %s", sdxl_json_type_name(v));
     double d = v->valuedouble;
     if (!isfinite(d) || d < lo || d > hi) return jbad(c, field, "%.17g is outside [%g, %g]", d, lo, hi);
     *out = d;
@@ -193,7 +184,7 @@ static sdxl_status j_bool(jctx *c, const char *field, bool def, bool *out) {
         *out = def;
         return SDXL_STATUS_OK;
     }
-    if (!cJSON_IsBool(v)) return jbad(c, field, "expected true or false, got %s", jtype(v));
+    if (!cJSON_IsBool(v)) return jbad(c, field, "expected true or false, got %s", sdxl_json_type_name(v));
     *out = cJSON_IsTrue(v);
     return SDXL_STATUS_OK;
 }
@@ -206,7 +197,7 @@ static sdxl_status j_str(jctx *c, const char *field, const char *def, const char
         *out = def;
         return SDXL_STATUS_OK;
     }
-    if (!cJSON_IsString(v)) return jbad(c, field, "expected a string, got %s", jtype(v));
+    if (!cJSON_IsString(v)) return jbad(c, field, "expected a string, got %s", sdxl_json_type_name(v));
     *out = v->valuestring;
     return SDXL_STATUS_OK;
 }
@@ -232,7 +223,7 @@ static sdxl_status j_int_or_list(jctx *c, const char *field, int n, bool require
         return SDXL_STATUS_OK;
     }
     if (!cJSON_IsArray(v))
-        return jbad(c, field, "expected an integer or a list of %d integers, got %s", n, jtype(v));
+        return jbad(c, field, "expected an integer or a list of %d integers, got %s", n, sdxl_json_type_name(v));
     int len = cJSON_GetArraySize(v);
     if (len != n) return jbad(c, field, "has %d entries; expected %d (one per block)", len, n);
     for (int i = 0; i < n; i++) {
@@ -343,7 +334,7 @@ static sdxl_status j_class_and_levels(jctx *c, const char *want, int *levels, in
         return junsup(c, "_class_name", "\"%.60s\" is not supported (expected %s)", cls, want);
     const cJSON *boc = jget(c, "block_out_channels");
     if (!cJSON_IsArray(boc))
-        return jbad(c, "block_out_channels", "expected a list of integers, got %s", jtype(boc));
+        return jbad(c, "block_out_channels", "expected a list of integers, got %s", sdxl_json_type_name(boc));
     int L = cJSON_GetArraySize(boc);
     if (L < 1 || L > SDXL_MAX_LEVELS)
         return jbad(c, "block_out_channels", "has %d entries; expected 1..%d", L, SDXL_MAX_LEVELS);
