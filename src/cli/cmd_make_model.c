@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "cli/commands.h"
 #include "model/make_model.h"
 #include "model/presets.h"
@@ -84,16 +85,11 @@ typedef struct {
     int last_decile;
 } progress;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static bool on_progress(void *user, uint64_t done, uint64_t total) {
     progress *pg = user;
     if (pg->show) {
-        double t = now_s();
+        double t = sdxl_now_s();
         int decile = total ? (int)(10 * done / total) : 10;
         /* a terminal gets a live line; a log gets one line per 10% */
         if (pg->tty ? (t - pg->last >= 0.25 || done == total) : decile > pg->last_decile) {
@@ -223,7 +219,7 @@ int sdxl_cmd_make_model(int argc, char **argv) {
     p.seed = seed;
     p.n_threads = (int)threads;
 
-    progress pg = {!quiet, isatty(2) == 1, now_s(), 0, -1};
+    progress pg = {!quiet, isatty(2) == 1, sdxl_now_s(), 0, -1};
     p.progress = on_progress;
     p.user_data = &pg;
     struct sigaction sa, old_int, old_term;

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "backend/backend.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
@@ -172,11 +173,6 @@ typedef struct {
     sdxl_error err;
 } smoke;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Look up a weight; any problem ends the run with the name in the message. */
 static int wt(smoke *s, const char *name, sdxl_tensor *out) {
@@ -191,12 +187,12 @@ static int wt(smoke *s, const char *name, sdxl_tensor *out) {
 /* Run one op, timing it into bucket `k`; on failure copy the back end's message. */
 #define OP(s, k, call)                                                                             \
     do {                                                                                           \
-        double t0_ = now_s();                                                                      \
+        double t0_ = sdxl_now_s();                                                                      \
         if ((call) != SDXL_STATUS_OK) {                                                            \
             sdxl_error_set(&(s)->err, SDXL_STATUS_INTERNAL, "%s", sdxl_backend_last_error((s)->be)); \
             return -1;                                                                             \
         }                                                                                          \
-        (s)->t[k] += now_s() - t0_;                                                                \
+        (s)->t[k] += sdxl_now_s() - t0_;                                                                \
     } while (0)
 
 static int conv3(smoke *s, const char *prefix, const sdxl_tensor *x, sdxl_tensor *y) {
@@ -389,13 +385,13 @@ int sdxl_cmd_smoke(int argc, char **argv) {
         tsin[i] = (float)cos(500.0 * fr);
         tsin[i + c->temb_dim / 2] = (float)sin(500.0 * fr);
     }
-    double t0 = now_s();
+    double t0 = sdxl_now_s();
     if (run_stage(&s, c, size, latent, ctx, tsin, work, out1)) goto fail;
-    double t1 = now_s();
+    double t1 = sdxl_now_s();
     double first[T_COUNT];
     memcpy(first, s.t, sizeof first);
     if (run_stage(&s, c, size, latent, ctx, tsin, work, out2)) goto fail;
-    double t2 = now_s();
+    double t2 = sdxl_now_s();
 
     double sum = 0, sq = 0, mx = 0;
     int64_t nonfinite = 0;

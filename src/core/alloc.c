@@ -2,6 +2,8 @@
  * frees can be counted exactly and the user pointer stays 64-byte aligned. */
 #include "core/alloc.h"
 
+#include <sys/mman.h>
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,3 +106,13 @@ void sdxl_mem_get_stats(sdxl_mem_stats *out) {
 }
 
 void sdxl_mem_reset_peak(void) { atomic_store(&peak_bytes, atomic_load(&live_bytes)); }
+
+void sdxl_advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t b = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
+    if (p && e > b) (void)madvise((void *)b, e - b, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}

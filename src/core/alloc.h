@@ -26,6 +26,11 @@ void sdxl_free(void *p);
 char *sdxl_strdup(const char *s);
 /* Size the block was allocated with (p from sdxl_malloc & co). */
 size_t sdxl_alloc_size(const void *p);
+/* Ask the kernel to back [p, p+n) with transparent huge pages where it can
+ * (the 2 MiB-aligned interior; a no-op for small blocks or without THP).
+ * For large buffers written once right after allocation (merged weights):
+ * one fault per 2 MiB instead of per 4 KiB. */
+void sdxl_advise_huge(void *p, size_t n);
 
 /* Count memory the engine maps (mmap of weight files): +bytes on map,
  * -bytes on unmap. Shown as mapped_bytes, not live_bytes. */

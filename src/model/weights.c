@@ -560,6 +560,38 @@ sdxl_status sdxl_weights_source(const sdxl_weights *w, size_t i, sdxl_weight_sou
     return SDXL_STATUS_OK;
 }
 
+sdxl_status sdxl_weights_read_original_range(const sdxl_weights *w, size_t i, size_t begin, size_t count, void *dst,
+                                             sdxl_dtype dtype, sdxl_error *err) {
+    if (!w || i >= w->n || !dst || begin > (size_t)sdxl_tensor_nelem(&w->w[i].tensor) ||
+        count > (size_t)sdxl_tensor_nelem(&w->w[i].tensor) - begin)
+        return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG,
+                              "sdxl_weights_read_original_range: bad weight index, range or dst");
+    if (dtype != SDXL_DTYPE_F32 && dtype != SDXL_DTYPE_F16 && dtype != SDXL_DTYPE_BF16)
+        return sdxl_error_set(err, SDXL_STATUS_INVALID_ARG,
+                              "sdxl_weights_read_original_range: %s is not a float dtype", sdxl_dtype_name(dtype));
+    const sdxl_weight *wt = &w->w[i];
+    sdxl_dtype sd = SDXL_DTYPE_F32;
+    st_to_dtype(wt->src->dtype, &sd);
+    const uint8_t *p = src_bytes(wt);
+    size_t ses = sdxl_dtype_size(sd), des = sdxl_dtype_size(dtype);
+    if (wt->xform != SDXL_XFORM_TRANSPOSE) {
+        convert_any(p + begin * ses, sd, dst, dtype, count);
+        return SDXL_STATUS_OK;
+    }
+    /* internal [a, b] = source [b, a] transposed: element k = (k / b, k % b) */
+    int64_t a = wt->entry->shape[0], b = wt->entry->shape[1];
+    uint8_t *o = dst;
+    for (size_t k = 0; k < count; k++) {
+        int64_t r = (int64_t)(begin + k) / b, c = (int64_t)(begin + k) % b;
+        const uint8_t *s = p + (size_t)(c * a + r) * ses;
+        if (sd == dtype)
+            memcpy(o + k * des, s, ses);
+        else
+            store_f32(o + k * des, dtype, load_f32(s, sd));
+    }
+    return SDXL_STATUS_OK;
+}
+
 sdxl_status sdxl_weights_read_original(const sdxl_weights *w, size_t i, void *dst, sdxl_dtype dtype,
                                        sdxl_error *err) {
     if (!w || i >= w->n || !dst)

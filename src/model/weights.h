@@ -172,6 +172,14 @@ sdxl_status sdxl_weights_source(const sdxl_weights *w, size_t i, sdxl_weight_sou
 sdxl_status sdxl_weights_read_original(const sdxl_weights *w, size_t i, void *dst, sdxl_dtype dtype,
                                        sdxl_error *err);
 
+/* Elements [begin, begin+count) of the same (in the internal layout), into
+ * dst (count elements of `dtype`, unaligned allowed): for reading one large
+ * weight from several threads at once. Bit-identical to the corresponding
+ * part of sdxl_weights_read_original. INVALID_ARG on a bad index or range.
+ * Thread-safe. */
+sdxl_status sdxl_weights_read_original_range(const sdxl_weights *w, size_t i, size_t begin, size_t count, void *dst,
+                                             sdxl_dtype dtype, sdxl_error *err);
+
 /* Make weight i read `data` (nelem elements of the weight's dtype, aligned
  * to its element size, owned by the caller and kept alive until replaced or
  * the store is freed); NULL restores the load-time data. The tensor struct's
