@@ -13,9 +13,9 @@ fuzz_seconds=${SDXL_FUZZ_SECONDS:-30}
 total_pass=0
 total_fail=0
 
-run_suite() { # name build-dir
-  local log="$2/suite.log"
-  "$2/tests/sdxl_tests" 2>&1 | tee "$log"
+run_suite() { # name build-dir [filter]
+  local log="$2/suite-$1.log"
+  "$2/tests/sdxl_tests" ${3:+"$3"} 2>&1 | tee "$log"
   local line
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n1)
   if [[ -z "$line" ]]; then
@@ -39,6 +39,21 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDXL_SANITIZE=ON -D
   cmake --build build-asan -j"$jobs" || { echo "$total_pass passed, $((total_fail + 1)) failed"; exit 1; }
 echo "== suite (ASan + UBSan) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 run_suite asan build-asan
+
+# ThreadSanitizer over the tests that run threads against each other (the
+# LoRA registry and cache under concurrent requests, the thread pool, the
+# tokenizer): the whole suite under TSan would take too long for CI.
+echo "== ThreadSanitizer build =="
+if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDXL_TSAN=ON -DSDXL_CUDA=OFF \
+     -DSDXL_BUILD_BENCH=OFF -DSDXL_WERROR=ON >/dev/null &&
+   cmake --build build-tsan -j"$jobs" --target sdxl_tests >/dev/null; then
+  for filter in concurrent thread; do
+    echo "== suite (TSan, tests matching '$filter') =="
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite "tsan-$filter" build-tsan "$filter"
+  done
+else
+  echo "TSan build failed"; total_fail=$((total_fail + 1))
+fi
 
 if command -v clang >/dev/null && [[ "$fuzz_seconds" != 0 ]]; then
   echo "== fuzz (${fuzz_seconds}s per target) =="

@@ -31,6 +31,7 @@
  * file's SHA-256), computed once per run for a single-file model (about 20 s
  * for 7 GB) and left out for a diffusers folder.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -41,10 +42,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "backend/backend.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "image/png.h"
+#include "cli/lora_cli.h"
+#include "io/file.h"
+#include "lora/worker.h"
+#include "worker/request.h"
 #include "io/safetensors.h"
 #include "io/sha256.h"
 #include "model/conditioning.h"
@@ -59,6 +65,7 @@
 #define MAX_SIDE 4096
 #define MAX_STEPS 1000
 #define MAX_BATCH 64
+#define MAX_LORAS 64
 
 static volatile sig_atomic_t interrupted;
 
@@ -86,6 +93,17 @@ typedef struct {
     bool karras, quiet, rng_cuda;
     sdxl_prompt_params pp;
     double memory_budget_mb; /* --memory-budget: < 0 default (see default_memory_budget), 0 no limit */
+    sdxl_lora_spec lora; /* --lora, <lora:...> tags, the request's lora block */
+    bool global_weight_set;
+    double global_weight;
+    const char *lora_dirs[SDXL_LORA_WORKER_MAX_DIRS];
+    int n_lora_dirs;
+    const char *config;      /* --config WORKER.json */
+    long lora_memory_mb, lora_cache_size; /* -1: the config's */
+    bool no_lora_cache;
+    const char *request;     /* --request REQ.json */
+    sdxl_request req;        /* parsed --request */
+    char req_out[1200];      /* its output pattern */
 } gen_opts;
 
 static void usage(FILE *f) {
@@ -108,7 +126,58 @@ static void usage(FILE *f) {
             "                           or a pattern with %%d (image index)\n"
             "  --memory-budget MB       UNet activation budget: a batch whose UNet arena exceeds it runs in\n"
             "                           sub-batches (same result); 0 = no limit (default: half the RAM)\n"
+            "  --lora NAME[:WEIGHT]     apply a LoRA/LyCORIS adapter: a file (safetensors or .pt/.bin/.ckpt) or a\n"
+            "                           name found in the LoRA directories; weight 1.0 by default; repeatable\n"
+            "                           (stacked: W + sum of weight x delta). <lora:NAME:WEIGHT> in the prompt too\n"
+            "  --lora-dir DIR           a LoRA directory (repeatable; categories from sub-folders)\n"
+            "  --global-weight X        multiplies every adapter's weight (default 1)\n"
+            "  --config WORKER.json     worker config: {\"lora_config\": {\"lora_directories\": [...], ...}}\n"
+            "  --lora-memory-mb MB  --lora-cache-size N  --no-lora-cache   override the config's memory_limit_mb,\n"
+            "                           cache_size, enable_caching\n"
+            "  --request REQ.json       run one request in the seed's JSON format; prints the result JSON\n"
             "  --threads N  -q\n");
+}
+
+/* --request REQ.json: the seed's request onto the options; 0 or 2 (usage). */
+static int load_request(const char *path, gen_opts *o) {
+    sdxl_error err = {0};
+    char *json = NULL;
+    size_t len = 0;
+    if (sdxl_read_file(path, (size_t)16 << 20, &json, &len, &err)) {
+        fprintf(stderr, "generate: --request: %s\n", err.msg);
+        return 2;
+    }
+    sdxl_request_limits lim = sdxl_request_default_limits();
+    lim.max_side = MAX_SIDE, lim.max_steps = MAX_STEPS, lim.max_batch = MAX_BATCH;
+    sdxl_status st = sdxl_request_parse(json, len, &lim, &o->req, &err);
+    sdxl_free(json);
+    if (st) {
+        char *ej = sdxl_error_json("", "invalid_request", err.msg);
+        if (ej) printf("%s\n", ej);
+        free(ej);
+        fprintf(stderr, "generate: %s: %s\n", path, err.msg);
+        return 2;
+    }
+    sdxl_request *r = &o->req;
+    o->request = path;
+    o->prompt = r->prompt;
+    o->negative = r->negative_prompt;
+    o->width = r->width;
+    o->height = r->height;
+    o->steps = r->steps;
+    o->cfg = r->guidance_scale;
+    o->sampler = r->scheduler;
+    o->seed = r->seed;
+    o->rng_cuda = r->rng_cuda;
+    o->batch = r->batch_size;
+    o->lora = r->lora;
+    /* images: <output_dir>/<request_id or "image">-<n>.png */
+    snprintf(o->req_out, sizeof o->req_out, "%s/%s-%%d.png", r->output_dir, r->request_id[0] ? r->request_id : "image");
+    for (char *c = o->req_out + strlen(r->output_dir) + 1; *c; c++)
+        if (*c == '/' || *c == '\\') *c = '_'; /* a request id never makes a path */
+    o->out = o->req_out;
+    o->quiet = true;
+    return 0;
 }
 
 static int parse(int argc, char **argv, gen_opts *o) {
@@ -124,6 +193,12 @@ static int parse(int argc, char **argv, gen_opts *o) {
     o->strength = SDXL_IMG2IMG_DEFAULT_STRENGTH;
     o->pp = sdxl_prompt_default_params();
     o->memory_budget_mb = -1;
+    o->global_weight = 1.0;
+    o->lora.global_weight = 1.0f;
+    o->lora_memory_mb = o->lora_cache_size = -1;
+    /* --request first: its fields are the defaults the other options override */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--request") && load_request(argv[i + 1], o)) return 2;
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"prompt-2", 1, 0, 'P'}, {"negative", 1, 0, 'n'},
         {"negative-2", 1, 0, 'N'}, {"width", 1, 0, 'W'}, {"height", 1, 0, 'H'}, {"steps", 1, 0, 's'},
@@ -132,6 +207,9 @@ static int parse(int argc, char **argv, gen_opts *o) {
         {"rng", 1, 0, 'R'}, {"prompt-syntax", 1, 0, 'y'}, {"long-prompts", 1, 0, 'l'},
         {"init-latents", 1, 0, 'L'}, {"save-latents", 1, 0, 'A'}, {"output", 1, 0, 'o'}, {"threads", 1, 0, 'T'},
         {"init-image", 1, 0, 'I'}, {"strength", 1, 0, 'Z'}, {"memory-budget", 1, 0, 'M'},
+        {"lora", 1, 0, 'O'}, {"global-weight", 1, 0, 'G'}, {"lora-dir", 1, 0, 'D'}, {"config", 1, 0, 'C'},
+        {"request", 1, 0, 'Q'}, {"lora-memory-mb", 1, 0, 'B'}, {"lora-cache-size", 1, 0, 'Y'},
+        {"no-lora-cache", 0, 0, 'X'},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
@@ -180,6 +258,20 @@ static int parse(int argc, char **argv, gen_opts *o) {
             if (!(o->memory_budget_mb >= 0 && o->memory_budget_mb <= 1e12))
                 return fprintf(stderr, "generate: --memory-budget must be a number of MB >= 0\n"), 2;
             break;
+        case 'O':
+            if (!sdxl_cli_lora_add(&o->lora, optarg)) return 2;
+            break;
+        case 'G': o->global_weight = strtod(optarg, &end), o->global_weight_set = true; break;
+        case 'D':
+            if (o->n_lora_dirs == SDXL_LORA_WORKER_MAX_DIRS)
+                return fprintf(stderr, "generate: at most %d --lora-dir\n", SDXL_LORA_WORKER_MAX_DIRS), 2;
+            o->lora_dirs[o->n_lora_dirs++] = optarg;
+            break;
+        case 'C': o->config = optarg; break;
+        case 'B': o->lora_memory_mb = strtol(optarg, &end, 10); break;
+        case 'Y': o->lora_cache_size = strtol(optarg, &end, 10); break;
+        case 'X': o->no_lora_cache = true; break;
+        case 'Q': break; /* read before the loop */
         case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -190,6 +282,10 @@ static int parse(int argc, char **argv, gen_opts *o) {
         }
     }
     if (!o->prompt) return fprintf(stderr, "generate: --prompt is required (see --help)\n"), 2;
+    if (o->global_weight_set) o->lora.global_weight = (float)o->global_weight;
+    if ((o->lora_memory_mb != -1 && (o->lora_memory_mb < 1 || o->lora_memory_mb > (1L << 24))) ||
+        (o->lora_cache_size != -1 && (o->lora_cache_size < 0 || o->lora_cache_size > 100000)))
+        return fprintf(stderr, "generate: --lora-memory-mb must be in 1..16777216, --lora-cache-size >= 0\n"), 2;
     if ((o->width && (o->width % 8 || o->width < 8 || o->width > MAX_SIDE)) ||
         (o->height && (o->height % 8 || o->height < 8 || o->height > MAX_SIDE)))
         return fprintf(stderr, "generate: --width/--height must be multiples of 8 in 8..%d (got %dx%d)\n", MAX_SIDE,
@@ -203,6 +299,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         return fprintf(stderr, "generate: --cfg must be finite and --guidance-rescale in [0,1]\n"), 2;
     if (!(o->strength > 0 && o->strength <= 1))
         return fprintf(stderr, "generate: --strength must be in (0,1]\n"), 2;
+    if (!isfinite(o->global_weight) || fabs(o->global_weight) > 1e6)
+        return fprintf(stderr, "generate: --global-weight must be a finite number\n"), 2;
     if (o->init_image && o->init_latents)
         return fprintf(stderr, "generate: --init-image and --init-latents exclude each other\n"), 2;
     return -1;
@@ -214,16 +312,11 @@ typedef struct {
     int round, rounds;
 } progress;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static bool on_step(void *ud, int step, int total, const float *latents) {
     (void)latents;
     progress *p = ud;
-    double el = now_s() - p->t0, its = step / (el > 0 ? el : 1e-9), eta = (total - step) / its;
+    double el = sdxl_now_s() - p->t0, its = step / (el > 0 ? el : 1e-9), eta = (total - step) / its;
     if (!p->quiet) {
         if (p->tty) {
             int bar = 30, fill = step * bar / total;
@@ -317,6 +410,12 @@ int sdxl_cmd_generate(int argc, char **argv) {
     float *latents = NULL, *image = NULL;
     uint8_t *rgb = NULL, *init_rgb = NULL;
     sdxl_arena *vae_arena = NULL;
+    sdxl_lora_worker *lw = NULL;
+    sdxl_lora_report lrep = {0};
+    char *clean_prompt = NULL;
+    sdxl_result_image *images = NULL;
+    sdxl_result_timings tm = {0};
+    double t_begin = sdxl_now_s();
     int rc = 1;
     if (sdxl_model_load(o.model, NULL, &m, &err)) goto fail;
     const sdxl_model_config *cfg = sdxl_weights_config(m->weights);
@@ -374,11 +473,35 @@ int sdxl_cmd_generate(int argc, char **argv) {
     sdxl_backend_params bp = sdxl_backend_default_params();
     bp.n_threads = o.threads;
     if (!(be = sdxl_backend_create(&bp, &err))) goto fail;
+    /* <lora:NAME:W> tags: applied, and removed from the text that is encoded */
+    char tag_warning[256];
+    size_t plen = strlen(o.prompt) + 1;
+    if (!(clean_prompt = sdxl_malloc(plen))) goto fail;
+    if (sdxl_lora_extract_prompt_tags(o.prompt, clean_prompt, plen, &o.lora, tag_warning, sizeof tag_warning, &err))
+        goto fail;
+    if (tag_warning[0]) fprintf(stderr, "generate: %s\n", tag_warning);
+    if ((o.lora.enabled && o.lora.n) || o.request || o.n_lora_dirs || o.config) {
+        double tl = sdxl_now_s();
+        sdxl_lora_worker_config lcfg;
+        if (!sdxl_cli_lora_config(o.config, o.lora_dirs, o.n_lora_dirs, &lcfg)) {
+            rc = 2;
+            goto done;
+        }
+        if (o.lora_memory_mb > 0) lcfg.memory_limit_mb = (size_t)o.lora_memory_mb;
+        if (o.lora_cache_size >= 0) lcfg.cache_size = (size_t)o.lora_cache_size;
+        if (o.no_lora_cache) lcfg.enable_caching = false;
+        if (sdxl_lora_worker_create(&lcfg, m->weights, be, &lw, &err)) goto fail;
+        if (sdxl_lora_worker_apply(lw, &o.lora, &lrep, &err)) goto fail;
+        if (!o.request || !o.quiet || lrep.applied < lrep.n) sdxl_cli_lora_print_report(stderr, &lrep);
+        tm.lora_ms = sdxl_ms_since(tl);
+    }
 
-    sdxl_cond_request req = {.prompt = o.prompt, .prompt_2 = o.prompt_2, .negative = o.negative,
+    double te0 = sdxl_now_s();
+    sdxl_cond_request req = {.prompt = clean_prompt, .prompt_2 = o.prompt_2, .negative = o.negative,
                              .negative_2 = o.negative_2, .prompt_params = o.pp,
                              .force_zeros_for_empty_prompt = cfg->pipeline.force_zeros_for_empty_prompt};
     if (sdxl_encode_prompts(be, m->weights, m->tok[0], m->tok[1], &req, &pos, &neg, &err)) goto fail;
+    tm.encode_ms = sdxl_ms_since(te0);
 
     sdxl_vae_params vp = sdxl_vae_default_params();
     sdxl_vae_plan plan;
@@ -402,6 +525,16 @@ int sdxl_cmd_generate(int argc, char **argv) {
     char mhash[11] = "", mhash_text[32] = "";
     if (model_hash(o.model, m->weights, mhash)) snprintf(mhash_text, sizeof mhash_text, "Model hash: %s, ", mhash);
     uint64_t seed = o.seed < 0 ? sdxl_rng_random_seed() : (uint64_t)o.seed;
+    char lora_hashes[2048];
+    sdxl_lora_report_hashes(&lrep, lora_hashes, sizeof lora_hashes);
+    if (!(images = sdxl_calloc((size_t)B * (size_t)o.n_iter, sizeof *images))) {
+        sdxl_error_set(&err, SDXL_STATUS_OUT_OF_MEMORY, "image list");
+        goto fail;
+    }
+    if (o.request && mkdir(o.req.output_dir, 0777) != 0 && errno != EEXIST) {
+        sdxl_error_set(&err, SDXL_STATUS_IO, "output_dir %s: %s", o.req.output_dir, strerror(errno));
+        goto fail;
+    }
     signal(SIGINT, on_sigint);
     progress pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter};
     char params_text[8192], denoise_text[64] = "";
@@ -469,11 +602,12 @@ int sdxl_cmd_generate(int argc, char **argv) {
                         rows, (double)dp.memory_budget / 1048576.0, per_pass, (double)ab / 1048576.0);
         }
         pr.round = r;
-        pr.t0 = now_s();
+        pr.t0 = sdxl_now_s();
         if (sdxl_denoise(be, m->weights, smp, &pos, &neg, 1, &dp, latents, &err)) {
             if (err.status == SDXL_STATUS_CANCELLED) fprintf(stderr, "\ngenerate: interrupted; nothing written\n");
             goto fail;
         }
+        tm.denoise_ms += sdxl_ms_since(pr.t0);
         if (o.save_latents) {
             int64_t shape[4] = {B, C, h, w};
             sdxl_st_write_entry e = {"latents", SDXL_ST_F32, 4, shape, latents};
@@ -484,7 +618,9 @@ int sdxl_cmd_generate(int argc, char **argv) {
             out_name(o.save_latents, r, o.n_iter, lp, sizeof lp);
             if (sdxl_st_write(lp, &e, 1, meta, &err)) goto fail;
         }
+        double td = sdxl_now_s();
         if (sdxl_vae_decode(be, m->weights, &vp, latents, B, h, w, vae_arena, image, &err)) goto fail;
+        tm.decode_ms += sdxl_ms_since(td);
         sdxl_vae_image_to_rgb8(image, B, o.height, o.width, rgb);
         for (int i = 0; i < B; i++) {
             /* A1111's infotext: prompt, negative, then the settings line */
@@ -500,21 +636,39 @@ int sdxl_cmd_generate(int argc, char **argv) {
                 size_t k = strlen(params_text);
                 snprintf(params_text + k, sizeof params_text - k, "%d", i);
             }
+            if (lora_hashes[0]) { /* as A1111 writes them */
+                size_t k = strlen(params_text);
+                snprintf(params_text + k, sizeof params_text - k, ", Lora hashes: \"%s\"", lora_hashes);
+            }
             const char *text[] = {"parameters", params_text, NULL};
             char path[4096];
             out_name(o.out, written, B * o.n_iter, path, sizeof path);
             if (sdxl_png_write(path, rgb + (size_t)i * o.height * o.width * 3, o.width, o.height, text, &err))
                 goto fail;
-            printf("%s  seed %llu  %dx%d\n", path,
-                   (unsigned long long)(o.rng_cuda ? round_seed + (uint64_t)i : round_seed), o.width, o.height);
+            uint64_t image_seed = o.rng_cuda ? round_seed + (uint64_t)i : round_seed;
+            if (!o.request) printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)image_seed, o.width, o.height);
+            snprintf(images[written].path, sizeof images[written].path, "%s", path);
+            images[written].seed = image_seed;
             written++;
         }
     }
     rc = 0;
+    if (o.request) { /* the result JSON on stdout */
+        tm.total_ms = sdxl_ms_since(t_begin);
+        char *js = sdxl_result_json(&o.req, images, (size_t)written, &lrep, &tm, NULL, 0);
+        if (js) printf("%s\n", js);
+        free(js);
+    }
     goto done;
 fail:
     fprintf(stderr, "generate: %s\n", err.msg);
     if (err.status == SDXL_STATUS_CANCELLED) rc = 130;
+    if (o.request) {
+        char *js = sdxl_error_json(o.req.request_id, err.status == SDXL_STATUS_CANCELLED ? "cancelled" : "failed",
+                                   err.msg);
+        if (js) printf("%s\n", js);
+        free(js);
+    }
 done:
     sdxl_arena_free(vae_arena);
     sdxl_free(latents);
@@ -524,6 +678,11 @@ done:
     sdxl_cond_free(&pos);
     sdxl_cond_free(&neg);
     sdxl_sampler_free(smp);
+    sdxl_lora_report_free(&lrep);
+    sdxl_lora_worker_free(lw); /* restores the weights */
+    sdxl_free(clean_prompt);
+    sdxl_free(images);
+    sdxl_request_free(&o.req);
     sdxl_backend_free(be);
     sdxl_model_free(m);
     return rc;

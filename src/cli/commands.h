@@ -6,6 +6,7 @@
 int sdxl_cmd_encode(int argc, char **argv);     /* cmd_encode.c */
 int sdxl_cmd_generate(int argc, char **argv);   /* cmd_generate.c */
 int sdxl_cmd_inspect(int argc, char **argv);    /* cmd_inspect.c */
+int sdxl_cmd_lora(int argc, char **argv);       /* cmd_lora.c */
 int sdxl_cmd_make_model(int argc, char **argv); /* cmd_make_model.c */
 int sdxl_cmd_smoke(int argc, char **argv);      /* cmd_smoke.c */
 

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"encode", sdxl_cmd_encode, "tokenize and encode a prompt (token rows, conditioning tensors)"},
     {"generate", sdxl_cmd_generate, "prompt to images (samplers, CFG, seeds as torch's CPU generator, PNG)"},
     {"inspect", sdxl_cmd_inspect, "print a safetensors file's metadata and tensors"},
+    {"lora", sdxl_cmd_lora, "LoRA directories: `lora ls [--json]` lists the adapters found, with hashes"},
     {"make-model", sdxl_cmd_make_model, "write an SDXL model of any config with seeded random weights"},
     {"smoke", sdxl_cmd_smoke, "run the engine's ops on a small model and report timings"},
 };
