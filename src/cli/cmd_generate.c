@@ -56,10 +56,9 @@
 #include "model/conditioning.h"
 #include "model/model.h"
 #include "model/vae.h"
-#include "pipeline/denoise.h"
+#include "pipeline/generate.h"
 #include "pipeline/img2img.h"
 #include "sample/rng.h"
-#include "sample/rng_philox.h"
 #include "sample/scheduler.h"
 
 #define MAX_SIDE 4096
@@ -69,18 +68,6 @@
 
 static volatile sig_atomic_t interrupted;
 
-/* --rng cuda: one CUDA-generator stream per image (A1111's ImageRNG); a draw
- * of n floats for the whole batch takes n/B from each image's stream. */
-typedef struct {
-    sdxl_philox gen[MAX_BATCH];
-    int n;
-} philox_batch;
-
-static void philox_fill(void *user_data, float *out, int64_t n) {
-    philox_batch *pb = user_data;
-    int64_t per = n / pb->n;
-    for (int i = 0; i < pb->n; i++) sdxl_philox_randn(&pb->gen[i], out + (int64_t)i * per, per);
-}
 static void on_sigint(int sig) { (void)sig, interrupted = 1; }
 
 typedef struct {
@@ -149,6 +136,7 @@ static int load_request(const char *path, gen_opts *o) {
     }
     sdxl_request_limits lim = sdxl_request_default_limits();
     lim.max_side = MAX_SIDE, lim.max_steps = MAX_STEPS, lim.max_batch = MAX_BATCH;
+    lim.output_dir_any_path = true; /* the user's own file: output_dir as written */
     sdxl_status st = sdxl_request_parse(json, len, &lim, &o->req, &err);
     sdxl_free(json);
     if (st) {
@@ -313,9 +301,9 @@ typedef struct {
 } progress;
 
 
-static bool on_step(void *ud, int step, int total, const float *latents) {
-    (void)latents;
+static bool on_step(void *ud, int round, int step, int total) {
     progress *p = ud;
+    if (step == 1 || round != p->round) p->t0 = sdxl_now_s(), p->round = round;
     double el = sdxl_now_s() - p->t0, its = step / (el > 0 ? el : 1e-9), eta = (total - step) / its;
     if (!p->quiet) {
         if (p->tty) {
@@ -352,39 +340,6 @@ static size_t default_memory_budget(void) {
     return half >= (double)SIZE_MAX ? SIZE_MAX : (size_t)half;
 }
 
-/* A1111's "Model hash" (AutoV2): the first 10 hex digits of the SHA-256 of
- * the checkpoint file. Single-file models only (a diffusers folder has no
- * one file to hash, so the field is left out, as A1111 has no hash for it
- * either). The bytes are read through the weights' own mapping (the whole
- * file is mapped: 8-byte header length, JSON header, data section), so the
- * file is not read a second time. false when there is nothing to hash. */
-static bool model_hash(const char *path, const sdxl_weights *w, char out[11]) {
-    struct stat sb;
-    if (stat(path, &sb) || !S_ISREG(sb.st_mode) || sdxl_weights_file_count(w) != 1) return false;
-    const sdxl_st_file *f = sdxl_weights_file(w, 0);
-    const sdxl_st_tensor *t = NULL;
-    for (size_t i = 0; i < sdxl_st_count(f) && !t; i++)
-        if (sdxl_st_at(f, i)->nbytes) t = sdxl_st_at(f, i);
-    if (!t) return false;
-    uint64_t hlen = sdxl_st_header_size(f), len = 8 + hlen + sdxl_st_data_size(f);
-    if (len != (uint64_t)sb.st_size) return false; /* not the mapping we think it is */
-    const uint8_t *base = (const uint8_t *)t->data - t->offset - hlen - 8;
-    sdxl_sha256 h;
-    sdxl_sha256_init(&h);
-    for (uint64_t off = 0; off < len;) { /* in 64 MiB pieces: the pages stream through once */
-        size_t k = len - off < ((uint64_t)1 << 26) ? (size_t)(len - off) : (size_t)1 << 26;
-        sdxl_sha256_update(&h, base + off, k);
-        off += k;
-    }
-    uint8_t d[32];
-    char hex[65];
-    sdxl_sha256_final(&h, d);
-    sdxl_sha256_hex(d, hex);
-    memcpy(out, hex, 10);
-    out[10] = 0;
-    return true;
-}
-
 static const char *base_name(const char *path) {
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/') n--;
@@ -393,6 +348,54 @@ static const char *base_name(const char *path) {
     while (b > 0 && path[b - 1] != '/') b--;
     snprintf(buf, sizeof buf, "%.*s", (int)(n - b), path + b);
     return buf;
+}
+
+/* What the generation callbacks need. */
+typedef struct {
+    progress pr; /* first: on_step reads the user data as a progress */
+    const gen_opts *o;
+    sdxl_gen_params *gp;
+    sdxl_gen_stats *gs; /* filled as the run goes: valid in on_image */
+    const char *model_name, *model_hash, *lora_hashes;
+    sdxl_result_image *images;
+    int total;
+    char params_text[8192];
+} run_ctx;
+
+static sdxl_status on_image(void *ud, const sdxl_gen_image *img, sdxl_error *err) {
+    run_ctx *c = ud;
+    sdxl_gen_infotext(c->params_text, sizeof c->params_text, c->gp, c->gs, img, c->o->prompt, c->model_name,
+                      c->model_hash, c->lora_hashes);
+    const char *text[] = {"parameters", c->params_text, NULL};
+    char path[4096];
+    out_name(c->o->out, img->number, c->total, path, sizeof path);
+    sdxl_status st = sdxl_png_write(path, img->rgb, img->width, img->height, text, err);
+    if (st) return st;
+    if (!c->o->request) printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)img->seed, img->width, img->height);
+    snprintf(c->images[img->number].path, sizeof c->images[img->number].path, "%s", path);
+    c->images[img->number].seed = img->seed;
+    return SDXL_STATUS_OK;
+}
+
+static sdxl_status on_latents(void *ud, int round, uint64_t round_seed, const float *latents, const int64_t shape[4],
+                              sdxl_error *err) {
+    run_ctx *c = ud;
+    sdxl_st_write_entry e = {"latents", SDXL_ST_F32, 4, shape, latents};
+    char sp[32];
+    snprintf(sp, sizeof sp, "%llu", (unsigned long long)round_seed);
+    const char *meta[] = {"seed", sp, "prompt", c->o->prompt, NULL};
+    char lp[4096];
+    out_name(c->o->save_latents, round, c->o->n_iter, lp, sizeof lp);
+    return sdxl_st_write(lp, &e, 1, meta, err);
+}
+
+static void on_plan(void *ud, int rows, int per_pass, size_t arena_bytes) {
+    run_ctx *c = ud;
+    if (!c->o->quiet && per_pass < rows)
+        fprintf(stderr,
+                "generate: UNet batch of %d rows over the memory budget (%.0f MB): running %d rows per pass "
+                "(arena %.0f MB)\n",
+                rows, (double)c->gp->memory_budget / 1048576.0, per_pass, (double)arena_bytes / 1048576.0);
 }
 
 int sdxl_cmd_generate(int argc, char **argv) {
@@ -405,70 +408,17 @@ int sdxl_cmd_generate(int argc, char **argv) {
     sdxl_error err = {0};
     sdxl_model *m = NULL;
     sdxl_backend *be = NULL;
-    sdxl_sampler *smp = NULL;
-    sdxl_cond pos = {0}, neg = {0};
-    float *latents = NULL, *image = NULL;
-    uint8_t *rgb = NULL, *init_rgb = NULL;
-    sdxl_arena *vae_arena = NULL;
+    uint8_t *init_rgb = NULL;
+    float *init_lat = NULL;
     sdxl_lora_worker *lw = NULL;
     sdxl_lora_report lrep = {0};
     char *clean_prompt = NULL;
     sdxl_result_image *images = NULL;
     sdxl_result_timings tm = {0};
     double t_begin = sdxl_now_s();
-    int rc = 1;
+    int rc = 1, iw = 0, ih = 0;
     if (sdxl_model_load(o.model, NULL, &m, &err)) goto fail;
-    const sdxl_model_config *cfg = sdxl_weights_config(m->weights);
-    const int f = 1 << (cfg->vae.num_levels - 1), C = cfg->unet.in_channels;
-    const int unet_mult = f << (cfg->unet.num_levels - 1); /* latent sides must divide by 2^(levels-1) */
-    if (o.init_image) {
-        int iw, ih;
-        if (sdxl_png_read(o.init_image, &init_rgb, &iw, &ih, &err)) goto fail;
-        if ((o.width && o.width != iw) || (o.height && o.height != ih)) {
-            fprintf(stderr, "generate: --init-image %s is %dx%d but --width/--height ask for %dx%d (resize it first)\n",
-                    o.init_image, iw, ih, o.width ? o.width : iw, o.height ? o.height : ih);
-            rc = 2;
-            goto done;
-        }
-        o.width = iw;
-        o.height = ih;
-    }
-    if (!o.width) o.width = cfg->unet.sample_size * f;
-    if (!o.height) o.height = cfg->unet.sample_size * f;
-    if (o.width % unet_mult || o.height % unet_mult || o.width > MAX_SIDE || o.height > MAX_SIDE) {
-        fprintf(stderr, "generate: %dx%d: this model needs width and height in multiples of %d\n", o.width, o.height,
-                unet_mult);
-        rc = 2;
-        goto done;
-    }
-    const int h = o.height / f, w = o.width / f, B = o.batch;
-    const int64_t nlat = (int64_t)B * C * h * w;
-
-    sdxl_sched_config sc;
-    sdxl_sampler_kind kind;
-    bool karras = o.karras;
-    if (sdxl_sched_config_parse(cfg->scheduler_json, strlen(cfg->scheduler_json), &sc, &err)) goto fail;
-    if (sdxl_sampler_parse_name(o.sampler, &kind, &karras, &err)) goto fail;
-    if (karras) sc.use_karras_sigmas = true;
-    if (o.spacing) {
-        if (!strcmp(o.spacing, "leading")) sc.timestep_spacing = SDXL_SPACING_LEADING;
-        else if (!strcmp(o.spacing, "trailing")) sc.timestep_spacing = SDXL_SPACING_TRAILING;
-        else if (!strcmp(o.spacing, "linspace")) sc.timestep_spacing = SDXL_SPACING_LINSPACE;
-        else {
-            fprintf(stderr, "generate: --timestep-spacing must be leading, trailing or linspace\n");
-            rc = 2;
-            goto done;
-        }
-    }
-    if (sdxl_sampler_create(kind, &sc, o.steps, nlat, &smp, &err)) goto fail;
-    if (o.init_image) { /* a strength that runs no step is a usage error, found before any work */
-        int t_start;
-        if (sdxl_img2img_start_step(o.steps, o.strength, &t_start, &err)) {
-            fprintf(stderr, "generate: %s\n", err.msg);
-            rc = 2;
-            goto done;
-        }
-    }
+    if (o.init_image && sdxl_png_read(o.init_image, &init_rgb, &iw, &ih, &err)) goto fail;
 
     sdxl_backend_params bp = sdxl_backend_default_params();
     bp.n_threads = o.threads;
@@ -495,39 +445,7 @@ int sdxl_cmd_generate(int argc, char **argv) {
         if (!o.request || !o.quiet || lrep.applied < lrep.n) sdxl_cli_lora_print_report(stderr, &lrep);
         tm.lora_ms = sdxl_ms_since(tl);
     }
-
-    double te0 = sdxl_now_s();
-    sdxl_cond_request req = {.prompt = clean_prompt, .prompt_2 = o.prompt_2, .negative = o.negative,
-                             .negative_2 = o.negative_2, .prompt_params = o.pp,
-                             .force_zeros_for_empty_prompt = cfg->pipeline.force_zeros_for_empty_prompt};
-    if (sdxl_encode_prompts(be, m->weights, m->tok[0], m->tok[1], &req, &pos, &neg, &err)) goto fail;
-    tm.encode_ms = sdxl_ms_since(te0);
-
-    sdxl_vae_params vp = sdxl_vae_default_params();
-    sdxl_vae_plan plan;
-    if (sdxl_vae_plan_decode(&cfg->vae, &vp, B, o.height, o.width, &plan, &err)) goto fail;
-    latents = sdxl_malloc((size_t)nlat * 4);
-    image = sdxl_malloc((size_t)B * 3 * o.height * o.width * 4);
-    rgb = sdxl_malloc((size_t)B * 3 * o.height * o.width);
-    vae_arena = sdxl_arena_create(plan.arena_bytes);
-    if (!latents || !image || !rgb || !vae_arena) {
-        sdxl_error_set(&err, SDXL_STATUS_OUT_OF_MEMORY, "buffers for %d image(s) of %dx%d", B, o.width, o.height);
-        goto fail;
-    }
-    if (o.rng_cuda && init_rgb) {
-        sdxl_error_set(&err, SDXL_STATUS_INVALID_ARG, "img2img takes --rng cpu only");
-        goto fail;
-    }
-    if (o.init_latents && o.n_iter > 1) {
-        sdxl_error_set(&err, SDXL_STATUS_INVALID_ARG, "--init-latents gives one round: use --n-iter 1");
-        goto fail;
-    }
-    char mhash[11] = "", mhash_text[32] = "";
-    if (model_hash(o.model, m->weights, mhash)) snprintf(mhash_text, sizeof mhash_text, "Model hash: %s, ", mhash);
-    uint64_t seed = o.seed < 0 ? sdxl_rng_random_seed() : (uint64_t)o.seed;
-    char lora_hashes[2048];
-    sdxl_lora_report_hashes(&lrep, lora_hashes, sizeof lora_hashes);
-    if (!(images = sdxl_calloc((size_t)B * (size_t)o.n_iter, sizeof *images))) {
+    if (!(images = sdxl_calloc((size_t)o.batch * (size_t)o.n_iter, sizeof *images))) {
         sdxl_error_set(&err, SDXL_STATUS_OUT_OF_MEMORY, "image list");
         goto fail;
     }
@@ -535,132 +453,81 @@ int sdxl_cmd_generate(int argc, char **argv) {
         sdxl_error_set(&err, SDXL_STATUS_IO, "output_dir %s: %s", o.req.output_dir, strerror(errno));
         goto fail;
     }
-    signal(SIGINT, on_sigint);
-    progress pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter};
-    char params_text[8192], denoise_text[64] = "";
-    if (init_rgb) snprintf(denoise_text, sizeof denoise_text, ", Denoising strength: %g", o.strength);
-    int written = 0;
-    for (int r = 0; r < o.n_iter; r++) {
-        uint64_t round_seed = seed + (uint64_t)r * (uint64_t)B;
-        sdxl_rng rng;
-        philox_batch philox; /* --rng cuda streams, live for the round */
-        sdxl_rng_seed(&rng, round_seed);
-        if (o.init_latents) {
-            sdxl_st_file *lf = NULL;
-            if (sdxl_st_open(o.init_latents, &lf, &err)) goto fail;
-            const sdxl_st_tensor *t = sdxl_st_count(lf) == 1 ? sdxl_st_at(lf, 0) : sdxl_st_find(lf, "latents");
-            if (!t || t->dtype != SDXL_ST_F32 || t->nbytes != (size_t)nlat * 4) {
-                sdxl_error_set(&err, SDXL_STATUS_BAD_INPUT,
-                               "%s: need one f32 tensor (or 'latents') of [%d,%d,%d,%d] = %lld floats", o.init_latents,
-                               B, C, h, w, (long long)nlat);
-                sdxl_st_close(lf);
-                goto fail;
-            }
-            memcpy(latents, t->data, t->nbytes);
+
+    sdxl_gen_params gp = sdxl_gen_default_params();
+    gp.prompt = clean_prompt;
+    gp.prompt_2 = o.prompt_2;
+    gp.negative = o.negative;
+    gp.negative_2 = o.negative_2;
+    gp.prompt_params = o.pp;
+    gp.width = o.width;
+    gp.height = o.height;
+    gp.steps = o.steps;
+    gp.batch = o.batch;
+    gp.n_iter = o.n_iter;
+    gp.cfg = o.cfg;
+    gp.guidance_rescale = o.rescale;
+    gp.sampler = o.sampler;
+    gp.karras = o.karras;
+    gp.spacing = o.spacing;
+    gp.seed = o.seed;
+    gp.rng_cuda = o.rng_cuda;
+    gp.init_rgb = init_rgb;
+    gp.init_width = iw;
+    gp.init_height = ih;
+    gp.strength = o.strength;
+    gp.memory_budget = o.memory_budget_mb < 0 ? default_memory_budget() : (size_t)(o.memory_budget_mb * 1048576.0);
+    if (o.init_latents) { /* [B,C,h,w] f32, checked against the model's latent shape */
+        const sdxl_model_config *cfg = sdxl_weights_config(m->weights);
+        int f = 1 << (cfg->vae.num_levels - 1);
+        int W = o.width ? o.width : cfg->unet.sample_size * f, H = o.height ? o.height : cfg->unet.sample_size * f;
+        int64_t nlat = (int64_t)o.batch * cfg->unet.in_channels * (H / f) * (W / f);
+        sdxl_st_file *lf = NULL;
+        if (sdxl_st_open(o.init_latents, &lf, &err)) goto fail;
+        const sdxl_st_tensor *t = sdxl_st_count(lf) == 1 ? sdxl_st_at(lf, 0) : sdxl_st_find(lf, "latents");
+        if (!t || t->dtype != SDXL_ST_F32 || t->nbytes != (size_t)nlat * 4 || !(init_lat = sdxl_malloc(t->nbytes))) {
+            sdxl_error_set(&err, SDXL_STATUS_BAD_INPUT, "%s: need one f32 tensor (or 'latents') of %lld floats",
+                           o.init_latents, (long long)nlat);
             sdxl_st_close(lf);
-        } else if (!init_rgb && o.rng_cuda) {
-            for (int i = 0; i < B; i++) { /* image i: its own [1,C,h,w] draw with seed + i, as A1111 */
-                sdxl_philox_seed(&philox.gen[i], round_seed + (uint64_t)i);
-                sdxl_philox_randn(&philox.gen[i], latents + (size_t)i * C * h * w, (int64_t)C * h * w);
-            }
-            /* the samplers' per-step noise continues each image's own stream */
-            philox.n = B;
-            rng.fill = philox_fill;
-            rng.fill_user_data = &philox;
-        } else if (!init_rgb) {
-            sdxl_rng_randn(&rng, latents, nlat); /* one [B,C,h,w] draw, as diffusers */
-        }
-        int start_step = 0;
-        if (init_rgb) {
-            sdxl_img2img_params ip = sdxl_img2img_default_params();
-            ip.strength = o.strength;
-            ip.vae = &vp;
-            if (sdxl_img2img_prepare(be, m->weights, smp, &ip, init_rgb, o.height, o.width, B, &rng, latents,
-                                     &start_step, &err))
-                goto fail;
-        }
-        sdxl_denoise_params dp = sdxl_denoise_default_params();
-        dp.start_step = start_step;
-        dp.batch = B;
-        dp.width = o.width;
-        dp.height = o.height;
-        dp.guidance = o.cfg;
-        dp.guidance_rescale = o.rescale;
-        dp.rng = &rng;
-        dp.on_step = on_step;
-        dp.user_data = &pr;
-        dp.memory_budget = o.memory_budget_mb < 0 ? default_memory_budget()
-                                                  : (size_t)(o.memory_budget_mb * 1024.0 * 1024.0);
-        if (r == 0 && !o.quiet) {
-            int rows = 0, per_pass = 0;
-            size_t ab = 0;
-            if (sdxl_denoise_plan(m->weights, &dp, pos.n_tokens, &rows, &per_pass, &ab, &err)) goto fail;
-            if (per_pass < rows)
-                fprintf(stderr,
-                        "generate: UNet batch of %d rows over the memory budget (%.0f MB): running %d rows per pass "
-                        "(%.0f MB arena)\n",
-                        rows, (double)dp.memory_budget / 1048576.0, per_pass, (double)ab / 1048576.0);
-        }
-        pr.round = r;
-        pr.t0 = sdxl_now_s();
-        if (sdxl_denoise(be, m->weights, smp, &pos, &neg, 1, &dp, latents, &err)) {
-            if (err.status == SDXL_STATUS_CANCELLED) fprintf(stderr, "\ngenerate: interrupted; nothing written\n");
             goto fail;
         }
-        tm.denoise_ms += sdxl_ms_since(pr.t0);
-        if (o.save_latents) {
-            int64_t shape[4] = {B, C, h, w};
-            sdxl_st_write_entry e = {"latents", SDXL_ST_F32, 4, shape, latents};
-            char sp[32];
-            snprintf(sp, sizeof sp, "%llu", (unsigned long long)round_seed);
-            const char *meta[] = {"seed", sp, "prompt", o.prompt, NULL};
-            char lp[4096];
-            out_name(o.save_latents, r, o.n_iter, lp, sizeof lp);
-            if (sdxl_st_write(lp, &e, 1, meta, &err)) goto fail;
-        }
-        double td = sdxl_now_s();
-        if (sdxl_vae_decode(be, m->weights, &vp, latents, B, h, w, vae_arena, image, &err)) goto fail;
-        tm.decode_ms += sdxl_ms_since(td);
-        sdxl_vae_image_to_rgb8(image, B, o.height, o.width, rgb);
-        for (int i = 0; i < B; i++) {
-            /* A1111's infotext: prompt, negative, then the settings line */
-            snprintf(params_text, sizeof params_text,
-                     "%s\n%s%s%sSteps: %d, Sampler: %s%s, CFG scale: %g, Seed: %llu, Size: %dx%d, %sModel: %s, "
-                     "RNG: %s%s%s",
-                     o.prompt, o.negative ? "Negative prompt: " : "", o.negative ? o.negative : "",
-                     o.negative ? "\n" : "", o.steps, sdxl_sampler_kind_name(kind), karras ? " Karras" : "", o.cfg,
-                     (unsigned long long)(o.rng_cuda ? round_seed + (uint64_t)i : round_seed), o.width, o.height,
-                     mhash_text, base_name(o.model), o.rng_cuda ? "NV" : "CPU", init_rgb ? denoise_text : "",
-                     B > 1 && !o.rng_cuda ? ", Batch pos: " : "");
-            if (B > 1 && !o.rng_cuda) { /* with --rng cuda image i is seed + i on its own */
-                size_t k = strlen(params_text);
-                snprintf(params_text + k, sizeof params_text - k, "%d", i);
-            }
-            if (lora_hashes[0]) { /* as A1111 writes them */
-                size_t k = strlen(params_text);
-                snprintf(params_text + k, sizeof params_text - k, ", Lora hashes: \"%s\"", lora_hashes);
-            }
-            const char *text[] = {"parameters", params_text, NULL};
-            char path[4096];
-            out_name(o.out, written, B * o.n_iter, path, sizeof path);
-            if (sdxl_png_write(path, rgb + (size_t)i * o.height * o.width * 3, o.width, o.height, text, &err))
-                goto fail;
-            uint64_t image_seed = o.rng_cuda ? round_seed + (uint64_t)i : round_seed;
-            if (!o.request) printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)image_seed, o.width, o.height);
-            snprintf(images[written].path, sizeof images[written].path, "%s", path);
-            images[written].seed = image_seed;
-            written++;
-        }
+        memcpy(init_lat, t->data, t->nbytes);
+        sdxl_st_close(lf);
+        gp.init_latents = init_lat;
     }
+    char mhash[11] = "", lora_hashes[2048];
+    sdxl_model_autov2_hash(o.model, m->weights, mhash);
+    sdxl_lora_report_hashes(&lrep, lora_hashes, sizeof lora_hashes);
+    sdxl_gen_stats gs;
+    run_ctx rc_ = {.pr = {.tty = isatty(2), .quiet = o.quiet, .rounds = o.n_iter}, .o = &o, .gp = &gp, .gs = &gs,
+                   .model_name = base_name(o.model), .model_hash = mhash, .lora_hashes = lora_hashes,
+                   .images = images, .total = o.batch * o.n_iter};
+    gp.on_step = on_step;
+    gp.on_image = on_image;
+    gp.on_latents = o.save_latents ? on_latents : NULL;
+    gp.on_plan = on_plan;
+    gp.user_data = &rc_;
+    signal(SIGINT, on_sigint);
+    sdxl_status gst = sdxl_generate(be, m, &gp, &gs, &err);
+    if (gst) {
+        if (gst == SDXL_STATUS_CANCELLED) fprintf(stderr, "\ngenerate: interrupted; nothing more written\n");
+        if (gst == SDXL_STATUS_INVALID_ARG) rc = 2;
+        goto fail_rc;
+    }
+    tm.encode_ms = gs.encode_ms;
+    tm.denoise_ms = gs.denoise_ms;
+    tm.decode_ms = gs.decode_ms;
     rc = 0;
     if (o.request) { /* the result JSON on stdout */
         tm.total_ms = sdxl_ms_since(t_begin);
-        char *js = sdxl_result_json(&o.req, images, (size_t)written, &lrep, &tm, NULL, 0);
+        char *js = sdxl_result_json(&o.req, images, (size_t)gs.images, &lrep, &tm, NULL, 0);
         if (js) printf("%s\n", js);
         free(js);
     }
     goto done;
 fail:
+    rc = 1;
+fail_rc:
     fprintf(stderr, "generate: %s\n", err.msg);
     if (err.status == SDXL_STATUS_CANCELLED) rc = 130;
     if (o.request) {
@@ -670,14 +537,8 @@ fail:
         free(js);
     }
 done:
-    sdxl_arena_free(vae_arena);
-    sdxl_free(latents);
-    sdxl_free(image);
-    sdxl_free(rgb);
     sdxl_free(init_rgb);
-    sdxl_cond_free(&pos);
-    sdxl_cond_free(&neg);
-    sdxl_sampler_free(smp);
+    sdxl_free(init_lat);
     sdxl_lora_report_free(&lrep);
     sdxl_lora_worker_free(lw); /* restores the weights */
     sdxl_free(clean_prompt);

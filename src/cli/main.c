@@ -18,6 +18,8 @@ static const command commands[] = {
     {"inspect", sdxl_cmd_inspect, "print a safetensors file's metadata and tensors"},
     {"lora", sdxl_cmd_lora, "LoRA directories: `lora ls [--json]` lists the adapters found, with hashes"},
     {"make-model", sdxl_cmd_make_model, "write an SDXL model of any config with seeded random weights"},
+    {"serve", sdxl_cmd_serve, "the HTTP server: native /v1 API and A1111's /sdapi/v1 (port 7860)"},
+    {"worker", sdxl_cmd_worker, "the worker service on stdin/stdout: one JSON request per line, JSON lines back"},
     {"smoke", sdxl_cmd_smoke, "run the engine's ops on a small model and report timings"},
 };
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "io/sha256.h"
 
 #ifndef SDXL_SOURCE_DATA_DIR
 #define SDXL_SOURCE_DATA_DIR "data"
@@ -90,4 +91,37 @@ void sdxl_model_free(sdxl_model *m) {
     sdxl_tokenizer_free(m->tok[1]);
     sdxl_weights_free(m->weights);
     sdxl_free(m);
+}
+
+/* A1111's "Model hash" (AutoV2): the first 10 hex digits of the SHA-256 of
+ * the checkpoint file. Single-file models only (a diffusers folder has no
+ * one file to hash, so the field is left out, as A1111 has no hash for it
+ * either). The bytes are read through the weights' own mapping (the whole
+ * file is mapped: 8-byte header length, JSON header, data section), so the
+ * file is not read a second time. false when there is nothing to hash. */
+bool sdxl_model_autov2_hash(const char *path, const sdxl_weights *w, char out[11]) {
+    struct stat sb;
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode) || sdxl_weights_file_count(w) != 1) return false;
+    const sdxl_st_file *f = sdxl_weights_file(w, 0);
+    const sdxl_st_tensor *t = NULL;
+    for (size_t i = 0; i < sdxl_st_count(f) && !t; i++)
+        if (sdxl_st_at(f, i)->nbytes) t = sdxl_st_at(f, i);
+    if (!t) return false;
+    uint64_t hlen = sdxl_st_header_size(f), len = 8 + hlen + sdxl_st_data_size(f);
+    if (len != (uint64_t)sb.st_size) return false; /* not the mapping we think it is */
+    const uint8_t *base = (const uint8_t *)t->data - t->offset - hlen - 8;
+    sdxl_sha256 h;
+    sdxl_sha256_init(&h);
+    for (uint64_t off = 0; off < len;) { /* in 64 MiB pieces: the pages stream through once */
+        size_t k = len - off < ((uint64_t)1 << 26) ? (size_t)(len - off) : (size_t)1 << 26;
+        sdxl_sha256_update(&h, base + off, k);
+        off += k;
+    }
+    uint8_t d[32];
+    char hex[65];
+    sdxl_sha256_final(&h, d);
+    sdxl_sha256_hex(d, hex);
+    memcpy(out, hex, 10);
+    out[10] = 0;
+    return true;
 }

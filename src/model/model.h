@@ -15,6 +15,8 @@
 #ifndef SDXL_MODEL_MODEL_H
 #define SDXL_MODEL_MODEL_H
 
+#include <stdbool.h>
+
 #include "model/tokenizer.h"
 #include "model/weights.h"
 
@@ -35,6 +37,13 @@ sdxl_model_params sdxl_model_default_params(void);
  * for a missing tokenizer folder or vocabulary file. */
 sdxl_status sdxl_model_load(const char *path, const sdxl_model_params *params, sdxl_model **out, sdxl_error *err);
 void sdxl_model_free(sdxl_model *m); /* NULL-safe */
+
+/* A1111's "Model hash" (AutoV2): the first 10 hex digits of the SHA-256 of
+ * the checkpoint file at `path`, read through the weights' own mapping (no
+ * second read). Single-file models only: false for a diffusers folder (A1111
+ * has no hash for one either) or when the mapping is not that file. About
+ * 20 s for a 7 GB file. */
+bool sdxl_model_autov2_hash(const char *path, const sdxl_weights *w, char out[11]);
 
 /* Path of the standard CLIP merges file, found as described above, into buf.
  * NOT_FOUND lists where it looked. */

@@ -1,0 +1,204 @@
+/* The job queue and the engine on the demo model: order, queue full,
+ * cancel of queued and running jobs (interrupt keeps finished rounds),
+ * timeouts, shutdown, identical requests giving identical images whatever
+ * else is queued, and submitters on several threads (TSan stage). */
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "test.h"
+#include "worker/engine.h"
+#include "worker/queue.h"
+
+#define DEMO SDXL_SOURCE_DIR "/demo"
+
+static sdxl_engine *engine(void) {
+    sdxl_engine *e = NULL;
+    sdxl_error err = {0};
+    sdxl_engine_config cfg = sdxl_engine_default_config();
+    snprintf(cfg.default_model, sizeof cfg.default_model, DEMO "/model");
+    snprintf(cfg.output_dir, sizeof cfg.output_dir, "%s/queue-out", sdxl_test_tmpdir());
+    sdxl_lora_worker_config_add_dir(&cfg.lora, DEMO "/loras", NULL, &err);
+    if (sdxl_engine_create(&cfg, &e, &err)) sdxl_test_fail(__FILE__, __LINE__, "engine: %s", err.msg);
+    return e;
+}
+
+static bool req(sdxl_request *r, const char *id, const char *prompt, int seed, int steps, int n_iter) {
+    char js[1024];
+    snprintf(js, sizeof js,
+             "{\"request_id\": \"%s\", \"prompt\": \"%s\", \"seed\": %d, \"steps\": %d, \"n_iter\": %d,"
+             " \"width\": 64, \"height\": 64, \"output\": \"base64\"}",
+             id, prompt, seed, steps, n_iter);
+    sdxl_error err = {0};
+    if (sdxl_request_parse(js, strlen(js), NULL, r, &err)) {
+        sdxl_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+static sdxl_job *submit(sdxl_queue *q, const char *id, const char *prompt, int seed, int steps, int n_iter, bool *full) {
+    sdxl_request r;
+    if (!req(&r, id, prompt, seed, steps, n_iter)) return NULL;
+    sdxl_job *j = NULL;
+    sdxl_error err = {0};
+    bool f = false;
+    if (sdxl_queue_submit(q, &r, NULL, &j, &f, &err)) {
+        sdxl_request_free(&r);
+        if (full) *full = f;
+        return NULL;
+    }
+    return j;
+}
+
+static bool same_pixels(const sdxl_engine_result *a, const sdxl_engine_result *b) {
+    if (!a || !b || a->n_images != b->n_images || !a->n_images) return false;
+    for (size_t i = 0; i < a->n_images; i++)
+        if (a->images[i].png_len != b->images[i].png_len ||
+            memcmp(a->images[i].png, b->images[i].png, a->images[i].png_len))
+            return false;
+    return true;
+}
+
+TEST(queue_order_full_cancel_and_determinism) {
+    sdxl_engine *e = engine();
+    if (!e) return;
+    sdxl_error err = {0};
+    sdxl_queue_params qp = sdxl_queue_default_params();
+    qp.capacity = 3;
+    sdxl_queue *q = NULL;
+    REQUIRE_OK(sdxl_queue_create(e, &qp, &q, &err), &err);
+    /* alone: the reference images of request X */
+    sdxl_job *x0 = submit(q, "x0", "a blue star on a yellow background", 7, 3, 1, NULL);
+    REQUIRE(x0 && sdxl_job_wait(x0, 0));
+    CHECK_EQ_INT(sdxl_job_get_state(x0), SDXL_JOB_DONE);
+    /* a long job running, then three queued, then one too many */
+    sdxl_job *lng = submit(q, "long", "a red circle", 1, 40, 3, NULL);
+    sdxl_job *a = submit(q, "a", "a green triangle", 3, 2, 1, NULL);
+    sdxl_job *c = submit(q, "c", "an orange circle", 4, 2, 1, NULL);
+    sdxl_job *x1 = submit(q, "x1", "a blue star on a yellow background", 7, 3, 1, NULL);
+    bool full = false;
+    sdxl_job *over = submit(q, "over", "x", 1, 2, 1, &full);
+    /* the long job may not have started yet: then it is one of the 3 queued and "over" fits */
+    if (sdxl_job_get_state(lng) == SDXL_JOB_RUNNING || sdxl_queue_depth(q) == 3) {
+        CHECK(over == NULL && full);
+    }
+    sdxl_job_release(over);
+    /* find by id; cancel a queued job: it never runs */
+    sdxl_job *fa = sdxl_queue_find(q, "a");
+    CHECK(fa == a);
+    sdxl_job_release(fa);
+    sdxl_job_cancel(a);
+    /* interrupt the long job once it has finished a round: finished rounds are kept */
+    int round = 0;
+    for (int k = 0; k < 20000 && round < 1; k++) {
+        sdxl_job_progress(lng, &round, NULL, NULL, NULL, NULL, NULL);
+        usleep(1000);
+    }
+    sdxl_job_cancel(lng);
+    REQUIRE(sdxl_job_wait(lng, 0) && sdxl_job_wait(a, 0) && sdxl_job_wait(c, 0) && sdxl_job_wait(x1, 0));
+    CHECK_EQ_INT(sdxl_job_get_state(lng), SDXL_JOB_CANCELLED);
+    const sdxl_engine_result *rl = sdxl_job_result(lng);
+    CHECK(rl && rl->cancelled && rl->n_images >= 1 && rl->n_images < 3);
+    CHECK_EQ_INT(sdxl_job_get_state(a), SDXL_JOB_CANCELLED);
+    CHECK(sdxl_job_result(a) == NULL);
+    CHECK_EQ_INT(sdxl_job_get_state(c), SDXL_JOB_DONE);
+    /* the same request with other jobs around it: the same bytes */
+    CHECK(same_pixels(sdxl_job_result(x0), sdxl_job_result(x1)));
+    sdxl_queue_stats st;
+    sdxl_queue_stats_get(q, &st);
+    CHECK(st.done >= 3 && st.cancelled >= 2);
+    CHECK(st.hist[5][SDXL_QUEUE_HIST_BUCKETS - 1] == st.done + st.cancelled - 1 ||
+          st.hist[5][SDXL_QUEUE_HIST_BUCKETS - 1] >= st.done); /* every run lands in +Inf */
+    sdxl_job_release(x0);
+    sdxl_job_release(lng);
+    sdxl_job_release(a);
+    sdxl_job_release(c);
+    sdxl_job_release(x1);
+    sdxl_queue_free(q);
+    sdxl_engine_free(e);
+}
+
+TEST(queue_timeout_and_shutdown) {
+    sdxl_engine *e = engine();
+    if (!e) return;
+    sdxl_error err = {0};
+    sdxl_queue *q = NULL;
+    REQUIRE_OK(sdxl_queue_create(e, NULL, &q, &err), &err);
+    sdxl_request r;
+    REQUIRE(req(&r, "slow", "a red circle", 1, 200, 1));
+    r.timeout_s = 0.2;
+    sdxl_job *j = NULL;
+    bool full;
+    REQUIRE_OK(sdxl_queue_submit(q, &r, NULL, &j, &full, &err), &err);
+    sdxl_job *k = submit(q, "after", "x", 1, 2, 1, NULL);
+    REQUIRE(sdxl_job_wait(j, 0));
+    CHECK_EQ_INT(sdxl_job_get_state(j), SDXL_JOB_CANCELLED);
+    CHECK(strstr(sdxl_job_error(j)->msg, "timed out") != NULL);
+    /* shutdown: queued jobs end cancelled, the running one finishes, submit refused */
+    sdxl_job *m1 = submit(q, "m1", "x", 1, 30, 1, NULL), *m2 = submit(q, "m2", "x", 2, 2, 1, NULL);
+    sdxl_queue_shutdown(q);
+    REQUIRE(k && m1 && m2);
+    CHECK(sdxl_job_wait(k, 0) && sdxl_job_wait(m1, 0) && sdxl_job_wait(m2, 0));
+    CHECK_EQ_INT(sdxl_job_get_state(m2), SDXL_JOB_CANCELLED);
+    sdxl_request r2;
+    REQUIRE(req(&r2, "late", "x", 1, 2, 1));
+    sdxl_job *late = NULL;
+    CHECK(sdxl_queue_submit(q, &r2, NULL, &late, &full, &err) == SDXL_STATUS_CANCELLED);
+    sdxl_request_free(&r2);
+    sdxl_job_release(j);
+    sdxl_job_release(k);
+    sdxl_job_release(m1);
+    sdxl_job_release(m2);
+    sdxl_queue_free(q);
+    sdxl_engine_free(e);
+}
+
+typedef struct {
+    sdxl_queue *q;
+    int id;
+    int ok;
+} sub_arg;
+
+static void *submitter(void *p) {
+    sub_arg *s = p;
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "t%d-%d", s->id, i);
+        sdxl_job *j = submit(s->q, id, "a red circle", s->id * 10 + i, 1, 1, NULL);
+        if (!j) continue;
+        int step;
+        sdxl_job_progress(j, NULL, NULL, &step, NULL, NULL, NULL);
+        if (sdxl_job_wait(j, 0) && sdxl_job_get_state(j) == SDXL_JOB_DONE) s->ok++;
+        sdxl_job_release(j);
+    }
+    return NULL;
+}
+
+/* Named for the TSan stage of test.sh. */
+TEST(queue_concurrent_submitters) {
+    sdxl_engine *e = engine();
+    if (!e) return;
+    sdxl_error err = {0};
+    sdxl_queue_params qp = sdxl_queue_default_params();
+    qp.capacity = 64;
+    sdxl_queue *q = NULL;
+    REQUIRE_OK(sdxl_queue_create(e, &qp, &q, &err), &err);
+    pthread_t th[4];
+    sub_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (sub_arg){q, i, 0};
+        pthread_create(&th[i], NULL, submitter, &a[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += a[i].ok;
+    }
+    CHECK_EQ_INT(ok, 12); /* nothing lost */
+    sdxl_queue_free(q);
+    sdxl_engine_free(e);
+}
