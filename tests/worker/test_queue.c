@@ -202,3 +202,51 @@ TEST(queue_concurrent_submitters) {
     sdxl_queue_free(q);
     sdxl_engine_free(e);
 }
+
+/* Per-request models: a second configured model is loaded for the request
+ * that names it, and the LRU bound (here: room for one model) evicts the
+ * other; an unknown name is NOT_FOUND before any work. */
+TEST(engine_models_lru_by_memory) {
+    sdxl_error err = {0};
+    sdxl_engine_config cfg = sdxl_engine_default_config();
+    snprintf(cfg.default_model, sizeof cfg.default_model, DEMO "/model");
+    snprintf(cfg.models[0].name, sizeof cfg.models[0].name, "tiny");
+    snprintf(cfg.models[0].path, sizeof cfg.models[0].path, "%s", sdxl_test_data("refs/tiny-sdxl"));
+    cfg.n_models = 1;
+    cfg.model_memory_mb = 20; /* demo ~12 MB, tiny ~12 MB: one at a time */
+    snprintf(cfg.output_dir, sizeof cfg.output_dir, "%s/models-out", sdxl_test_tmpdir());
+    sdxl_engine *e = NULL;
+    REQUIRE_OK(sdxl_engine_create(&cfg, &e, &err), &err);
+    CHECK_EQ_INT(sdxl_engine_model_count(e), 2);
+    bool loaded[2];
+    sdxl_engine_model_entry me;
+    sdxl_engine_model_at(e, 0, &me, &loaded[0]);
+    sdxl_engine_model_at(e, 1, NULL, &loaded[1]);
+    CHECK(!strcmp(me.name, "model") && loaded[0] && !loaded[1]);
+    sdxl_request r;
+    REQUIRE(req(&r, "m", "a cat", 1, 2, 1));
+    snprintf(r.model, sizeof r.model, "tiny");
+    sdxl_engine_result res;
+    REQUIRE_OK(sdxl_engine_run(e, &r, NULL, &res, &err), &err);
+    CHECK(!strcmp(res.model, "tiny") && res.n_images == 1);
+    sdxl_engine_result_free(&res);
+    sdxl_engine_model_at(e, 0, NULL, &loaded[0]);
+    sdxl_engine_model_at(e, 1, NULL, &loaded[1]);
+    CHECK_MSG(!loaded[0] && loaded[1], "LRU: the default model should have been evicted (loaded %d %d)", loaded[0],
+              loaded[1]);
+    sdxl_engine_stats st;
+    sdxl_engine_stats_get(e, &st);
+    CHECK_EQ_INT((int)st.models_loaded, 1);
+    /* back to the default: reloaded, tiny evicted */
+    r.model[0] = 0;
+    REQUIRE_OK(sdxl_engine_run(e, &r, NULL, &res, &err), &err);
+    CHECK(!strcmp(res.model, "model"));
+    sdxl_engine_result_free(&res);
+    sdxl_engine_model_at(e, 1, NULL, &loaded[1]);
+    CHECK(!loaded[1]);
+    snprintf(r.model, sizeof r.model, "nosuch");
+    CHECK(sdxl_engine_run(e, &r, NULL, &res, &err) == SDXL_STATUS_NOT_FOUND);
+    sdxl_engine_result_free(&res);
+    sdxl_request_free(&r);
+    sdxl_engine_free(e);
+}
