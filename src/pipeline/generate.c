@@ -140,7 +140,8 @@ sdxl_status sdxl_generate(sdxl_backend *be, const sdxl_model *m, const sdxl_gen_
         s = sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "buffers for %d image(s) of %dx%d", B, W, H);
         goto done;
     }
-    uint64_t seed = p->seed < 0 ? sdxl_rng_random_seed() : (uint64_t)p->seed;
+    /* a random seed below 2^32, as A1111 draws them (and exact in JSON) */
+    uint64_t seed = p->seed < 0 ? sdxl_rng_random_seed() % 4294967295u : (uint64_t)p->seed;
     st->seed = seed;
     int number = 0;
     for (int r = 0; r < p->n_iter; r++) {

@@ -230,8 +230,12 @@ static sdxl_status on_image(void *ud, const sdxl_gen_image *img, sdxl_error *err
     im->height = img->height;
     r->n_images++;
     if (c->req->output == SDXL_OUTPUT_PATH) {
-        snprintf(im->path, sizeof im->path, "%s/%s-%d.png", c->dir, c->req->request_id[0] ? c->req->request_id : "image",
-                 img->number);
+        char id[128]; /* the parser allows only [A-Za-z0-9._-]; a caller that built the request itself may not */
+        snprintf(id, sizeof id, "%s", c->req->request_id[0] ? c->req->request_id : "image");
+        for (char *q = id; *q; q++)
+            if (*q == '/' || *q == '\\') *q = '_';
+        if (id[0] == '.') id[0] = '_';
+        snprintf(im->path, sizeof im->path, "%s/%s-%d.png", c->dir, id, img->number);
         /* atomic: a temp file renamed into place */
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", im->path);
@@ -303,6 +307,17 @@ sdxl_status sdxl_engine_run(sdxl_engine *e, const sdxl_request *req, const sdxl_
         snprintf(c.dir, sizeof c.dir, "%s%s%s", e->cfg.output_dir, *sub ? "/" : "", sub);
         if (mkdirs(c.dir) != 0) {
             st = sdxl_error_set(err, SDXL_STATUS_IO, "output_dir %s: %s", c.dir, strerror(errno));
+            goto done;
+        }
+        /* the folder must really be inside the configured one (a symlink may point elsewhere) */
+        char *rbase = realpath(e->cfg.output_dir, NULL), *rdir = realpath(c.dir, NULL);
+        size_t bl = rbase ? strlen(rbase) : 0;
+        bool inside = rbase && rdir && strncmp(rdir, rbase, bl) == 0 && (rdir[bl] == 0 || rdir[bl] == '/');
+        free(rbase);
+        free(rdir);
+        if (!inside) {
+            st = sdxl_error_set(err, SDXL_STATUS_INVALID_ARG, "output_dir: %s leaves the output folder %s",
+                                req->output_dir, e->cfg.output_dir);
             goto done;
         }
     }

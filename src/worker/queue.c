@@ -17,8 +17,11 @@ const char *const sdxl_queue_hist_names[6] = {"queue", "lora", "encode", "denois
 
 #define RECENT 64 /* finished jobs kept findable by request_id */
 
+struct sdxl_queue;
+
 struct sdxl_job {
     atomic_int refs;
+    _Atomic(struct sdxl_queue *) queue; /* while the job waits in the FIFO, else NULL */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     sdxl_job_state state;
@@ -192,6 +195,7 @@ static void *compute(void *arg) {
         sdxl_job *j = q->fifo[q->head];
         q->head = (q->head + 1) % q->p.capacity;
         q->count--;
+        atomic_store(&j->queue, NULL);
         q->running = j;
         q->stats.running = true;
         double now = sdxl_now_s();
@@ -307,6 +311,7 @@ sdxl_status sdxl_queue_submit(sdxl_queue *q, sdxl_request *req, const sdxl_job_c
     sdxl_job *j = sdxl_calloc(1, sizeof *j);
     if (!j) return sdxl_error_set(err, SDXL_STATUS_OUT_OF_MEMORY, "queue: out of memory");
     atomic_init(&j->refs, 2); /* the queue's and the caller's */
+    atomic_init(&j->queue, NULL);
     atomic_init(&j->cancel, false);
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
@@ -330,6 +335,7 @@ sdxl_status sdxl_queue_submit(sdxl_queue *q, sdxl_request *req, const sdxl_job_c
     j->timeout_s = j->req.timeout_s > 0 ? j->req.timeout_s : q->p.default_timeout_s;
     q->fifo[(q->head + q->count) % q->p.capacity] = j;
     q->count++;
+    atomic_store(&j->queue, q);
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
     *out = j;
@@ -368,7 +374,29 @@ sdxl_job *sdxl_queue_find(sdxl_queue *q, const char *id) {
 }
 
 void sdxl_job_cancel(sdxl_job *j) {
-    if (j) atomic_store(&j->cancel, true);
+    if (!j) return;
+    atomic_store(&j->cancel, true);
+    /* still queued: take it out now, so its client hears at once */
+    struct sdxl_queue *q = atomic_load(&j->queue);
+    if (!q) return;
+    bool removed = false;
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->count && !removed; i++) {
+        size_t at = (q->head + i) % q->p.capacity;
+        if (q->fifo[at] != j) continue;
+        for (size_t k = i; k + 1 < q->count; k++)
+            q->fifo[(q->head + k) % q->p.capacity] = q->fifo[(q->head + k + 1) % q->p.capacity];
+        q->count--;
+        atomic_store(&j->queue, NULL);
+        q->stats.cancelled++;
+        remember(q, j);
+        removed = true;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!removed) return; /* the compute thread took it meanwhile: it sees the flag */
+    sdxl_error_set(&j->err, SDXL_STATUS_CANCELLED, "cancelled before it ran");
+    finish(j, SDXL_JOB_CANCELLED);
+    sdxl_job_release(j); /* the queue's reference */
 }
 
 void sdxl_queue_stats_get(const sdxl_queue *q, sdxl_queue_stats *out) {

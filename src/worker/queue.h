@@ -17,10 +17,9 @@
  * engine is deterministic per request; seeds never come from shared
  * state).
  *
- * Cancel: sdxl_job_cancel on a queued job marks it: it ends CANCELLED
- * without running when it reaches the front; on the running job the engine
- * stops at the next step (images of finished rounds are kept; A1111's
- * interrupt). Timeout: a job whose
+ * Cancel: sdxl_job_cancel on a queued job takes it out of the queue at
+ * once (state CANCELLED, no work); on the running job the engine stops at
+ * the next step (images of finished rounds are kept; A1111's interrupt). Timeout: a job whose
  * request has timeout_s (or the queue's default) is cancelled when it runs
  * longer, or has waited longer in the queue.
  *
@@ -112,7 +111,8 @@ void sdxl_job_progress(const sdxl_job *j, int *round, int *rounds, int *step, in
                        double *elapsed_s);
 /* Wait until the job ends; timeout_s <= 0 waits forever. true when ended. */
 bool sdxl_job_wait(sdxl_job *j, double timeout_s);
-/* Request a cancel (queued: never runs; running: stops at the next step). */
+/* Cancel (queued: removed at once, never runs; running: stops at the next
+ * step). Not after the queue was freed. */
 void sdxl_job_cancel(sdxl_job *j);
 /* After the job ended: the result (DONE, or CANCELLED while running), or
  * NULL; the error (FAILED / CANCELLED). Owned by the job. */

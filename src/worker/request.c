@@ -375,6 +375,12 @@ static sdxl_status parse_object(ectx *e, const cJSON *root, const sdxl_request_l
         (st = get_str(e, root, "negative_prompt_2", "", lim->max_prompt, &neg2)))
         return st;
     if (!prompt) return bad(e, SDXL_REQUEST_ERR_MISSING_FIELD, "prompt", "is required");
+    /* request_id names the image files: letters, digits, '.', '_', '-', not starting with '.' */
+    for (const char *c = rid; c && *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+              *c == '-' || (*c == '.' && c != rid)))
+            return bad(e, SDXL_REQUEST_ERR_INVALID_VALUE, "request_id",
+                       "only letters, digits, '.', '_' and '-' (not first '.'): it names the image files");
     if ((st = get_num(e, root, "width", "", 8, lim->max_side, true, &w, &has_w)) ||
         (st = get_num(e, root, "height", "", 8, lim->max_side, true, &h, &has_h)))
         return st;

@@ -359,6 +359,8 @@ TEST(request_schema_rules) {
          "lora.models[0].strength: unknown field"},
         {"{\"prompt\": \"x\", \"lora\": {\"global_weight\": 1e9}}", "lora.global_weight: 1e+09 is out of range"},
         {"{\"prompt\": \"x\", \"lora\": {\"models\": [\"\"]}}", "lora.models[0]: empty name"},
+        {"{\"prompt\": \"x\", \"request_id\": \"../../etc/x\"}", "request_id: only letters"},
+        {"{\"prompt\": \"x\", \"request_id\": \".hidden\"}", "request_id: only letters"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sdxl_error err = {0};
