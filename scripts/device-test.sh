@@ -4,7 +4,9 @@
 # libraries travel as extracted .debs in .deps/root (see below) and are
 # found through pkg-config with their prefix rewritten.
 #   here:   mkdir -p .deps/debs && (cd .deps/debs && apt-get download libcjson-dev libcjson1 \
-#             libutf8proc-dev libutf8proc2 zlib1g-dev zlib1g pkgconf-bin pkgconf libpkgconf3) && \
+#             libutf8proc-dev libutf8proc2 zlib1g-dev zlib1g libpng-dev libpng16-16 libzip-dev libzip4 \
+#             libmicrohttpd-dev libmicrohttpd12 libjpeg62-turbo-dev libjpeg62-turbo \
+#             pkgconf-bin pkgconf libpkgconf3) && \
 #           for f in .deps/debs/*.deb; do dpkg -x "$f" .deps/root; done
 #   there:  scripts/device-test.sh      (carry .deps)
 set -uo pipefail
