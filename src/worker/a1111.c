@@ -357,9 +357,13 @@ char *sdxl_a1111_sd_models_json(const sdxl_engine *e) {
         sdxl_engine_model_entry m;
         if (!sdxl_engine_model_at(e, i, &m, NULL)) continue;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "title", m.name);
+        char hash[11], title[160];
+        bool has_hash = sdxl_engine_model_hash(e, i, hash);
+        if (has_hash) snprintf(title, sizeof title, "%.127s [%s]", m.name, hash); /* A1111: "name [hash]" */
+        cJSON_AddStringToObject(o, "title", has_hash ? title : m.name);
         cJSON_AddStringToObject(o, "model_name", m.name);
-        cJSON_AddNullToObject(o, "hash");
+        if (has_hash) cJSON_AddStringToObject(o, "hash", hash);
+        else cJSON_AddNullToObject(o, "hash");
         cJSON_AddNullToObject(o, "sha256");
         cJSON_AddStringToObject(o, "filename", m.path);
         cJSON_AddNullToObject(o, "config");

@@ -436,6 +436,20 @@ bool sdxl_engine_model_at(const sdxl_engine *e, int i, sdxl_engine_model_entry *
 
 const char *sdxl_engine_default_model_name(const sdxl_engine *e) { return e ? e->names[0].name : NULL; }
 
+bool sdxl_engine_model_hash(const sdxl_engine *e, int i, char out[11]) {
+    bool found = false;
+    if (!e || !out) return false;
+    out[0] = 0;
+    pthread_mutex_lock((pthread_mutex_t *)&e->mu);
+    for (int k = 0; k < e->n_loaded; k++)
+        if (e->models[k].index == i && e->models[k].hash[0]) {
+            memcpy(out, e->models[k].hash, 11);
+            found = true;
+        }
+    pthread_mutex_unlock((pthread_mutex_t *)&e->mu);
+    return found;
+}
+
 sdxl_lora_registry *sdxl_engine_lora_registry(sdxl_engine *e) {
     if (!e) return NULL;
     pthread_mutex_lock(&e->mu);

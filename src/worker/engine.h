@@ -108,6 +108,10 @@ char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result 
 int sdxl_engine_model_count(const sdxl_engine *e);
 bool sdxl_engine_model_at(const sdxl_engine *e, int i, sdxl_engine_model_entry *out, bool *loaded);
 const char *sdxl_engine_default_model_name(const sdxl_engine *e);
+/* Model i's A1111 "Model hash" (AutoV2, 10 hex) when it is loaded and is a
+ * single file; false otherwise (folders have none; unloaded models are not
+ * read just to be listed). */
+bool sdxl_engine_model_hash(const sdxl_engine *e, int i, char out[11]);
 /* The LoRA registry the engine resolves names with (shared by all models). */
 sdxl_lora_registry *sdxl_engine_lora_registry(sdxl_engine *e);
 const sdxl_engine_config *sdxl_engine_get_config(const sdxl_engine *e);

@@ -9,6 +9,10 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "io/file.h"
+#include "io/sha256.h"
+#include "model/model.h"
+#include "model/weights.h"
 #include "test.h"
 #include "worker/engine.h"
 #include "worker/queue.h"
@@ -280,5 +284,36 @@ TEST(engine_output_dir_symlink_escape_refused) {
     CHECK(res.n_images == 1 && strstr(res.images[0].path, "/queue-out/inside/sub/esc-0.png"));
     sdxl_engine_result_free(&res);
     sdxl_request_free(&r);
+    sdxl_engine_free(e);
+}
+
+/* A single-file model has A1111's AutoV2 hash (first 10 hex of the file's
+ * SHA-256); a folder has none. */
+TEST(engine_model_hash_of_single_file) {
+    sdxl_error err = {0};
+    sdxl_weights *w = NULL;
+    char path[2048];
+    snprintf(path, sizeof path, "%s/engine-single.safetensors", sdxl_test_tmpdir());
+    REQUIRE_OK(sdxl_weights_load(sdxl_test_data("refs/tiny-sdxl"), NULL, &w, &err), &err);
+    REQUIRE_OK(sdxl_weights_write_single_file(w, path, NULL, &err), &err);
+    sdxl_weights_free(w);
+    char *buf = NULL;
+    size_t len = 0;
+    REQUIRE_OK(sdxl_read_file(path, (size_t)1 << 30, &buf, &len, &err), &err);
+    uint8_t d[32];
+    char hex[65];
+    sdxl_sha256_buf(buf, len, d);
+    sdxl_sha256_hex(d, hex);
+    sdxl_free(buf);
+    /* the hash the engine stores per loaded model (model.h); the tiny single
+     * file has no tokenizer of its own, so the engine cannot load it here */
+    sdxl_weights *w1 = NULL;
+    REQUIRE_OK(sdxl_weights_load(path, NULL, &w1, &err), &err);
+    char h[11];
+    CHECK(sdxl_model_autov2_hash(path, w1, h) && !strncmp(h, hex, 10) && strlen(h) == 10);
+    sdxl_weights_free(w1);
+    sdxl_engine *e = engine(); /* the demo model: a folder, no hash */
+    REQUIRE(e != NULL);
+    CHECK(!sdxl_engine_model_hash(e, 0, h));
     sdxl_engine_free(e);
 }
