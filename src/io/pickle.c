@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "core/alloc.h"
 
 /* ---- allowed globals ---------------------------------------------------- */
@@ -421,39 +422,8 @@ static sdxl_status new_blob(pk_vm *vm, sdxl_pk_kind kind, const void *s, size_t 
     return SDXL_STATUS_OK;
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF):
- * index of the first bad byte, or n. */
-static size_t utf8_bad_at(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0)
-            len = 2, cp = c & 0x1F, min = 0x80;
-        else if ((c & 0xF0) == 0xE0)
-            len = 3, cp = c & 0x0F, min = 0x800;
-        else if ((c & 0xF8) == 0xF0)
-            len = 4, cp = c & 0x07, min = 0x10000;
-        else
-            return i;
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += len;
-    }
-    return n;
-}
-
 static sdxl_status new_str(pk_vm *vm, const void *s, size_t n, sdxl_pk_ref *out) {
-    size_t bad = utf8_bad_at(s, n);
+    size_t bad = sdxl_utf8_invalid_at(s, n);
     if (bad != n) return BAD("string of %zu bytes is not valid UTF-8 (at its byte %zu)", n, bad);
     return new_blob(vm, SDXL_PK_STR, s, n, out);
 }

@@ -28,15 +28,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/utf8.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
 #define MAX_EXACT ((uint64_t)1 << 53) /* doubles hold every integer below this */
 #define MEMORY_PATH "<memory>"
 
-typedef struct st_kv {
-    const char *key, *value;
-} st_kv;
+typedef sdxl_st_kv st_kv;
 
 struct sdxl_st_file {
     const uint8_t *map; /* mapping base; NULL for sdxl_st_parse */
@@ -151,37 +150,6 @@ static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
 
 /* ---- step 2: the lexical pass ------------------------------------------- */
 
-/* Index of the first byte that is not part of valid UTF-8 (overlongs,
- * surrogates and code points above U+10FFFF are invalid), or n. */
-static size_t utf8_invalid_at(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0)
-            len = 2, cp = c & 0x1F, min = 0x80;
-        else if ((c & 0xF0) == 0xE0)
-            len = 3, cp = c & 0x0F, min = 0x800;
-        else if ((c & 0xF8) == 0xF0)
-            len = 4, cp = c & 0x07, min = 0x10000;
-        else
-            return i;
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += len;
-    }
-    return n;
-}
-
 static bool is_ws(unsigned char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
@@ -210,7 +178,7 @@ static const char *number_problem(const char *tok, size_t len) {
 }
 
 static sdxl_status scan_header(const char *h, size_t n, const char *path, sdxl_error *err) {
-    size_t at = utf8_invalid_at((const uint8_t *)h, n);
+    size_t at = sdxl_utf8_invalid_at(h, n);
     if (at != n)
         return bad(err, path, "header is not valid UTF-8 (byte 0x%02x at header byte %zu)",
                    (unsigned char)h[at], at);
@@ -685,19 +653,36 @@ const sdxl_st_tensor *sdxl_st_at(const sdxl_st_file *f, size_t i) {
     return f && i < f->n_tensors ? &f->tensors[i] : NULL;
 }
 
-const sdxl_st_tensor *sdxl_st_find(const sdxl_st_file *f, const char *name) {
-    if (!f || !name) return NULL;
-    size_t lo = 0, hi = f->n_tensors;
+const sdxl_st_tensor *sdxl__st_find_sorted(const sdxl_st_tensor *const *by_name, size_t n, const char *name) {
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(name, f->by_name[mid]->name);
-        if (c == 0) return f->by_name[mid];
+        int c = strcmp(name, by_name[mid]->name);
+        if (c == 0) return by_name[mid];
         if (c < 0)
             hi = mid;
         else
             lo = mid + 1;
     }
     return NULL;
+}
+
+const char *sdxl__st_kv_find_sorted(const sdxl_st_kv *const *by_key, size_t n, const char *key) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(key, by_key[mid]->key);
+        if (c == 0) return by_key[mid]->value;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const sdxl_st_tensor *sdxl_st_find(const sdxl_st_file *f, const char *name) {
+    return f && name ? sdxl__st_find_sorted(f->by_name, f->n_tensors, name) : NULL;
 }
 
 size_t sdxl_st_metadata_count(const sdxl_st_file *f) {
@@ -712,18 +697,7 @@ bool sdxl_st_metadata_at(const sdxl_st_file *f, size_t i, const char **key, cons
 }
 
 const char *sdxl_st_metadata(const sdxl_st_file *f, const char *key) {
-    if (!f || !key) return NULL;
-    size_t lo = 0, hi = f->n_meta;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(key, f->meta_by_key[mid]->key);
-        if (c == 0) return f->meta_by_key[mid]->value;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return f && key ? sdxl__st_kv_find_sorted(f->meta_by_key, f->n_meta, key) : NULL;
 }
 
 const char *sdxl_st_path(const sdxl_st_file *f) {
@@ -822,7 +796,7 @@ static void sb_json_string(sbuf *b, const char *s) {
 
 static bool valid_utf8(const char *s) {
     size_t n = strlen(s);
-    return utf8_invalid_at((const uint8_t *)s, n) == n;
+    return sdxl_utf8_invalid_at(s, n) == n;
 }
 
 static int cmp_entry_name(const void *pa, const void *pb) {

@@ -85,6 +85,16 @@ typedef struct sdxl_st_tensor {
 
 typedef struct sdxl_st_file sdxl_st_file;
 
+/* A metadata entry (key and value owned by their file). */
+typedef struct sdxl_st_kv {
+    const char *key, *value;
+} sdxl_st_kv;
+
+/* Internal (io/): binary searches over tables sorted by strcmp of the name
+ * (key), shared by the safetensors and torch readers. NULL when absent. */
+const sdxl_st_tensor *sdxl__st_find_sorted(const sdxl_st_tensor *const *by_name, size_t n, const char *name);
+const char *sdxl__st_kv_find_sorted(const sdxl_st_kv *const *by_key, size_t n, const char *key);
+
 /* Map `path` read-only and validate it. On success *out owns the mapping
  * (close it with sdxl_st_close). Errors: NOT_FOUND (no such file), IO (open,
  * stat, mmap refused; not a regular file), BAD_INPUT (malformed, see above),

@@ -47,9 +47,7 @@ static const unsigned char legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x2
 /* data of tensors with no elements: a valid, aligned, never-written address */
 static const uint8_t empty_data[64] __attribute__((aligned(64)));
 
-typedef struct tf_kv {
-    const char *key, *value;
-} tf_kv;
+typedef sdxl_st_kv tf_kv;
 
 struct sdxl_torch_file {
     size_t n_tensors, n_meta, n_ignored;
@@ -1081,18 +1079,7 @@ const sdxl_st_tensor *sdxl_torch_at(const sdxl_torch_file *f, size_t i) {
 }
 
 const sdxl_st_tensor *sdxl_torch_find(const sdxl_torch_file *f, const char *name) {
-    if (!f || !name) return NULL;
-    size_t lo = 0, hi = f->n_tensors;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int r = strcmp(name, f->by_name[mid]->name);
-        if (r == 0) return f->by_name[mid];
-        if (r < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return f && name ? sdxl__st_find_sorted(f->by_name, f->n_tensors, name) : NULL;
 }
 
 size_t sdxl_torch_metadata_count(const sdxl_torch_file *f) {
@@ -1107,18 +1094,7 @@ bool sdxl_torch_metadata_at(const sdxl_torch_file *f, size_t i, const char **key
 }
 
 const char *sdxl_torch_metadata(const sdxl_torch_file *f, const char *key) {
-    if (!f || !key) return NULL;
-    size_t lo = 0, hi = f->n_meta;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int r = strcmp(key, f->meta_by_key[mid]->key);
-        if (r == 0) return f->meta_by_key[mid]->value;
-        if (r < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return f && key ? sdxl__st_kv_find_sorted(f->meta_by_key, f->n_meta, key) : NULL;
 }
 
 size_t sdxl_torch_ignored_count(const sdxl_torch_file *f) {

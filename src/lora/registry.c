@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/utf8.h"
 #include "core/alloc.h"
 #include "core/log.h"
 #include "io/safetensors.h"
@@ -194,28 +195,6 @@ static char *dup_cut(const char *s, size_t max) {
     return d;
 }
 
-/* Length of the valid UTF-8 sequence of a non-ASCII lead byte at p (no
- * overlongs, no surrogates, at most U+10FFFF), or 0. */
-static int utf8_seq(const unsigned char *p) {
-    unsigned c = p[0], cp;
-    int len;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, cp = c & 0x07;
-    else
-        return 0;
-    for (int i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0; /* also stops at the NUL */
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
-    return len;
-}
-
 /* Strict UTF-8 without control characters (C0 and DEL). */
 static bool clean_utf8(const char *s, const char **why) {
     const unsigned char *p = (const unsigned char *)s;
@@ -224,7 +203,7 @@ static bool clean_utf8(const char *s, const char **why) {
             *why = "contains a control character";
             return false;
         }
-        int len = *p < 0x80 ? 1 : utf8_seq(p);
+        int len = (int)sdxl_utf8_seq_len(p, 4); /* stops at the NUL */
         if (!len) {
             *why = "is not valid UTF-8";
             return false;
@@ -245,7 +224,7 @@ static const char *quote(const char *s, char *buf, size_t n) {
             o += 3;
             break;
         }
-        int len = *p < 0x80 ? 1 : utf8_seq(p);
+        int len = (int)sdxl_utf8_seq_len(p, 4); /* stops at the NUL */
         if (*p < 0x20 || *p == 0x7F || !len) {
             o += (size_t)snprintf(buf + o, n - o, "\\x%02x", *p);
             p++;

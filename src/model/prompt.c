@@ -15,6 +15,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "core/utf8.h"
 #include "core/alloc.h"
 
 #define ROUND_MULT 1.1
@@ -293,7 +294,7 @@ static sdxl_status check_text(const char *prompt, size_t *len, sdxl_error *err) 
     if (*len > SDXL_TOKENIZER_MAX_TEXT)
         return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "prompt: longer than %d bytes",
                               SDXL_TOKENIZER_MAX_TEXT);
-    size_t bad = sdxl__utf8_check(prompt, *len);
+    size_t bad = sdxl_utf8_invalid_at(prompt, *len);
     if (bad != *len)
         return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "prompt: invalid UTF-8 at byte %zu", bad);
     return SDXL_STATUS_OK;

@@ -25,6 +25,7 @@
 #include <utf8proc.h>
 #include <zlib.h>
 
+#include "core/utf8.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
@@ -40,36 +41,6 @@ static const char SOT[] = "<|startoftext|>";
 static const char EOT[] = "<|endoftext|>";
 
 /* ---- UTF-8 -------------------------------------------------------------- */
-
-size_t sdxl__utf8_check(const char *str, size_t len) {
-    const uint8_t *s = (const uint8_t *)str;
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp, min;
-        if (c >= 0xC2 && c <= 0xDF)
-            n = 2, cp = c & 0x1F, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF)
-            n = 3, cp = c & 0x0F, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4)
-            n = 4, cp = c & 0x07, min = 0x10000;
-        else
-            return i;
-        if (len - i < n) return i;
-        for (size_t k = 1; k < n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += n;
-    }
-    return len;
-}
 
 /* Decode one code point of VALID UTF-8 at s[*i], advancing *i. */
 static uint32_t u8_next(const char *str, size_t *i) {
@@ -493,7 +464,7 @@ static size_t line_of(const char *buf, size_t off) {
 }
 
 static sdxl_status check_text_file(const char *path, const char *buf, size_t len, sdxl_error *err) {
-    size_t bad = sdxl__utf8_check(buf, len);
+    size_t bad = sdxl_utf8_invalid_at(buf, len);
     if (bad != len)
         return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "tokenizer: %s line %zu: invalid UTF-8 at byte %zu",
                               path, line_of(buf, bad), bad);
@@ -860,7 +831,7 @@ static sdxl_status finalize(sdxl_tokenizer *t, specs *sp, const char *where, sdx
         }
         if (!sp->s[i].content || !sp->s[i].content[0])
             return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "tokenizer: %s: no %s", where, spec_key[i]);
-        if (sdxl__utf8_check(sp->s[i].content, strlen(sp->s[i].content)) != strlen(sp->s[i].content))
+        if (sdxl_utf8_invalid_at(sp->s[i].content, strlen(sp->s[i].content)) != strlen(sp->s[i].content))
             return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "tokenizer: %s: %s is not UTF-8", where,
                                   spec_key[i]);
     }
@@ -1683,7 +1654,7 @@ sdxl_status sdxl_tokenizer_encode(const sdxl_tokenizer *t, const char *text, int
     if (len > SDXL_TOKENIZER_MAX_TEXT)
         return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "text: longer than %d bytes",
                               SDXL_TOKENIZER_MAX_TEXT);
-    size_t bad = sdxl__utf8_check(text, len);
+    size_t bad = sdxl_utf8_invalid_at(text, len);
     if (bad != len) return sdxl_error_set(err, SDXL_STATUS_BAD_INPUT, "text: invalid UTF-8 at byte %zu", bad);
     int32_t *out = NULL;
     size_t cnt = 0, cap = 0;

@@ -129,13 +129,9 @@ sdxl_status sdxl_tokenizer_encode(const sdxl_tokenizer *t, const char *text, int
 /* Internal (model/prompt.c): encode text[0, len) and append the ids to the
  * growable array *ids (*n used, *cap allocated; sdxl_realloc'd). The text
  * must already be valid UTF-8 of at most SDXL_TOKENIZER_MAX_TEXT bytes
- * (sdxl__utf8_check). On failure *n is unchanged. */
+ * (core/utf8.h: sdxl_utf8_invalid_at). On failure *n is unchanged. */
 sdxl_status sdxl__tokenizer_encode_append(const sdxl_tokenizer *t, const char *text, size_t len,
                                           int32_t **ids, size_t *n, size_t *cap, sdxl_error *err);
-
-/* Internal: validate UTF-8 (no overlongs, surrogates, > U+10FFFF). Returns
- * the byte offset of the first invalid sequence, or `len` if all is valid. */
-size_t sdxl__utf8_check(const char *s, size_t len);
 
 /* Internal: the id of ",</w>" in the vocabulary (A1111's comma token for the
  * chunk-boundary rule), -1 if absent. */
