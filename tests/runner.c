@@ -177,3 +177,25 @@ int main(int argc, char **argv) {
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
+
+/* The seed's request, verbatim (its Python dict as JSON; docs/api.md shows it first). */
+const char sdxl_test_seed_request[] = "{\n"
+                                   "    \"prompt\": \"A beautiful anime girl warrior in golden hour lighting\",\n"
+                                   "    \"lora\": {\n"
+                                   "        \"enabled\": true,\n"
+                                   "        \"global_weight\": 1.1,\n"
+                                   "        \"models\": [\n"
+                                   "            {\n"
+                                   "                \"name\": \"anime_style_v2\",\n"
+                                   "                \"weight\": 0.8,\n"
+                                   "                \"category\": \"style\"\n"
+                                   "            },\n"
+                                   "            {\n"
+                                   "                \"name\": \"girl_character_lora\",\n"
+                                   "                \"weight\": 0.7,\n"
+                                   "                \"category\": \"character\"\n"
+                                   "            },\n"
+                                   "            \"simple_lora_name\"\n"
+                                   "        ]\n"
+                                   "    }\n"
+                                   "}\n";

@@ -31,6 +31,9 @@ int sdxl_test_run_cli(const char *args, char *buf, size_t n);
  * shell), capturing stdout and stderr separately into malloc'd strings
  * (*out, *err; free() them). Returns the exit status, -1 if it did not exit. */
 int sdxl_test_exec(const char *const *args, char **out, char **err);
+/* The seed's request JSON, verbatim (tests of the request schema and the
+ * LoRA worker). */
+extern const char sdxl_test_seed_request[];
 /* Max abs difference / max |ref|, for reporting. */
 double sdxl_test_max_abs_diff(const float *a, const float *b, long n);
 

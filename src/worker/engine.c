@@ -378,7 +378,7 @@ done:
 
 /* ---- response JSON --------------------------------------------------------------- */
 
-char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result *res) {
+struct cJSON *sdxl_engine_result_cjson(const sdxl_request *req, const sdxl_engine_result *res) {
     sdxl_result_image *imgs = sdxl_calloc(res->n_images ? res->n_images : 1, sizeof *imgs);
     if (!imgs) return NULL;
     for (size_t i = 0; i < res->n_images; i++) {
@@ -387,11 +387,8 @@ char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result 
     }
     const char *w[8];
     for (int i = 0; i < res->n_warnings; i++) w[i] = res->warnings[i];
-    char *base = sdxl_result_json(req, imgs, res->n_images, &res->lora, &res->timings, w, (size_t)res->n_warnings);
+    cJSON *j = sdxl_result_cjson(req, imgs, res->n_images, &res->lora, &res->timings, w, (size_t)res->n_warnings);
     sdxl_free(imgs);
-    if (!base) return NULL;
-    cJSON *j = cJSON_Parse(base);
-    free(base);
     if (!j) return NULL;
     cJSON_AddStringToObject(j, "model", res->model);
     cJSON_AddNumberToObject(j, "seed", (double)res->seed);
@@ -413,7 +410,12 @@ char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result 
             cJSON_DeleteItemFromObject(im, "path");
         }
     }
-    char *s = cJSON_PrintUnformatted(j);
+    return j;
+}
+
+char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result *res) {
+    cJSON *j = sdxl_engine_result_cjson(req, res);
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
     return s;
 }

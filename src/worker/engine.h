@@ -101,6 +101,8 @@ void sdxl_engine_result_free(sdxl_engine_result *res); /* NULL-safe */
  * "images": [{"seed", "path"} or {"seed", "image": base64 PNG}], "model",
  * "parameters" (the first image's infotext). */
 char *sdxl_engine_result_json(const sdxl_request *req, const sdxl_engine_result *res);
+/* The same as a cJSON object (cJSON_Delete it), for front ends that wrap it. */
+struct cJSON *sdxl_engine_result_cjson(const sdxl_request *req, const sdxl_engine_result *res);
 
 /* ---- queries (any thread) ------------------------------------------------------ */
 

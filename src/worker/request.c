@@ -585,9 +585,9 @@ static void add_float(cJSON *o, const char *k, float v) {
     add_num(o, k, strtod(buf, NULL));
 }
 
-char *sdxl_result_json(const sdxl_request *req, const sdxl_result_image *images, size_t n_images,
-                       const sdxl_lora_report *rep, const sdxl_result_timings *t, const char *const *warnings,
-                       size_t n_warnings) {
+struct cJSON *sdxl_result_cjson(const sdxl_request *req, const sdxl_result_image *images, size_t n_images,
+                                const sdxl_lora_report *rep, const sdxl_result_timings *t,
+                                const char *const *warnings, size_t n_warnings) {
     cJSON *r = cJSON_CreateObject();
     if (!r) return NULL;
     cJSON_AddStringToObject(r, "request_id", req ? req->request_id : "");
@@ -661,7 +661,14 @@ char *sdxl_result_json(const sdxl_request *req, const sdxl_result_image *images,
     }
     cJSON *wa = cJSON_AddArrayToObject(r, "warnings");
     for (size_t i = 0; i < n_warnings; i++) cJSON_AddItemToArray(wa, cJSON_CreateString(warnings[i]));
-    char *s = cJSON_PrintUnformatted(r);
+    return r;
+}
+
+char *sdxl_result_json(const sdxl_request *req, const sdxl_result_image *images, size_t n_images,
+                       const sdxl_lora_report *rep, const sdxl_result_timings *t, const char *const *warnings,
+                       size_t n_warnings) {
+    cJSON *r = sdxl_result_cjson(req, images, n_images, rep, t, warnings, n_warnings);
+    char *s = r ? cJSON_PrintUnformatted(r) : NULL;
     cJSON_Delete(r);
     return s;
 }

@@ -182,6 +182,13 @@ char *sdxl_result_json(const sdxl_request *req, const sdxl_result_image *images,
                        const sdxl_lora_report *rep, const sdxl_result_timings *t, const char *const *warnings,
                        size_t n_warnings);
 
+/* The same as a cJSON object (cJSON_Delete it), for callers that add to it
+ * (engine.h); NULL on out of memory. */
+struct cJSON;
+struct cJSON *sdxl_result_cjson(const sdxl_request *req, const sdxl_result_image *images, size_t n_images,
+                                const sdxl_lora_report *rep, const sdxl_result_timings *t,
+                                const char *const *warnings, size_t n_warnings);
+
 /* {"request_id", "status": "error", "error": {"code", "message"}} (malloc'd). */
 char *sdxl_error_json(const char *request_id, const char *code, const char *message);
 

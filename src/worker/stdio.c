@@ -81,9 +81,7 @@ static void on_event(void *ud, sdxl_job *j) {
     const sdxl_engine_result *r = sdxl_job_result(j);
     const sdxl_error *e = sdxl_job_error(j);
     if (s == SDXL_JOB_DONE || (s == SDXL_JOB_CANCELLED && r && r->n_images)) {
-        char *js = sdxl_engine_result_json(req, r);
-        cJSON *o = js ? cJSON_Parse(js) : NULL;
-        free(js);
+        cJSON *o = sdxl_engine_result_cjson(req, r);
         if (o) {
             cJSON *t = cJSON_CreateString("result");
             /* "type" first */

@@ -20,29 +20,6 @@
 #include "test.h"
 #include "worker/request.h"
 
-/* The seed's request, verbatim (the Python dict as JSON). */
-static const char SEED_REQUEST[] =
-    "{\n"
-    "    \"prompt\": \"A beautiful anime girl warrior in golden hour lighting\",\n"
-    "    \"lora\": {\n"
-    "        \"enabled\": true,\n"
-    "        \"global_weight\": 1.1,\n"
-    "        \"models\": [\n"
-    "            {\n"
-    "                \"name\": \"anime_style_v2\",\n"
-    "                \"weight\": 0.8,\n"
-    "                \"category\": \"style\"\n"
-    "            },\n"
-    "            {\n"
-    "                \"name\": \"girl_character_lora\",\n"
-    "                \"weight\": 0.7,\n"
-    "                \"category\": \"character\"\n"
-    "            },\n"
-    "            \"simple_lora_name\"\n"
-    "        ]\n"
-    "    }\n"
-    "}\n";
-
 static bool copy_file(const char *from, const char *to) {
     char *buf = NULL;
     size_t len = 0;
@@ -151,7 +128,7 @@ TEST(lora_worker_seed_request_verbatim) {
     if (!wfix_open(&f, 2048)) return;
     sdxl_error err = {0};
     sdxl_request req;
-    REQUIRE_OK(sdxl_request_parse(SEED_REQUEST, strlen(SEED_REQUEST), NULL, &req, &err), &err);
+    REQUIRE_OK(sdxl_request_parse(sdxl_test_seed_request, strlen(sdxl_test_seed_request), NULL, &req, &err), &err);
     CHECK(req.lora.enabled && req.lora.n == 3 && fabsf(req.lora.global_weight - 1.1f) < 1e-7f);
     sdxl_lora_report rep;
     REQUIRE_OK(sdxl_lora_worker_apply(f.lw, &req.lora, &rep, &err), &err);

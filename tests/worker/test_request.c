@@ -17,28 +17,6 @@
 #define SDXL_SOURCE_DIR "."
 #endif
 
-/* The seed's request, verbatim. */
-static const char SEED_REQUEST[] = "{\n"
-                                   "    \"prompt\": \"A beautiful anime girl warrior in golden hour lighting\",\n"
-                                   "    \"lora\": {\n"
-                                   "        \"enabled\": true,\n"
-                                   "        \"global_weight\": 1.1,\n"
-                                   "        \"models\": [\n"
-                                   "            {\n"
-                                   "                \"name\": \"anime_style_v2\",\n"
-                                   "                \"weight\": 0.8,\n"
-                                   "                \"category\": \"style\"\n"
-                                   "            },\n"
-                                   "            {\n"
-                                   "                \"name\": \"girl_character_lora\",\n"
-                                   "                \"weight\": 0.7,\n"
-                                   "                \"category\": \"character\"\n"
-                                   "            },\n"
-                                   "            \"simple_lora_name\"\n"
-                                   "        ]\n"
-                                   "    }\n"
-                                   "}\n";
-
 static sdxl_status parse(const char *json, const sdxl_request_limits *lim, sdxl_request *r, sdxl_request_error *re,
                          sdxl_error *err) {
     return sdxl_request_parse_ex(json, strlen(json), lim, r, re, err);
@@ -84,7 +62,7 @@ TEST(request_seed_verbatim_and_defaults) {
     sdxl_request r;
     sdxl_request_error re;
     sdxl_error err = {0};
-    REQUIRE_OK(parse(SEED_REQUEST, NULL, &r, &re, &err), &err);
+    REQUIRE_OK(parse(sdxl_test_seed_request, NULL, &r, &re, &err), &err);
     CHECK(re.code[0] == 0 && re.field[0] == 0);
     CHECK(!strcmp(r.prompt, "A beautiful anime girl warrior in golden hour lighting"));
     CHECK(r.lora.enabled && r.lora.n == 3 && r.lora.global_weight == 1.1f);
@@ -704,7 +682,7 @@ TEST(request_docs_examples_parse) {
             sdxl_status st = sdxl_request_parse(p, strlen(p), NULL, &r, &err);
             CHECK_MSG(st == SDXL_STATUS_OK, "docs/api.md example %d: %s", requests + 1, err.msg);
             if (first) { /* the seed's request comes first, verbatim */
-                CHECK_MSG(!strcmp(p, SEED_REQUEST), "the first example is not the seed's request verbatim");
+                CHECK_MSG(!strcmp(p, sdxl_test_seed_request), "the first example is not the seed's request verbatim");
                 first = false;
             }
             sdxl_request_free(&r);
