@@ -42,24 +42,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/clock.h"
 #include "backend/backend.h"
 #include "cli/commands.h"
-#include "core/alloc.h"
-#include "image/png.h"
 #include "cli/lora_cli.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "image/png.h"
 #include "io/file.h"
-#include "lora/worker.h"
-#include "worker/request.h"
 #include "io/safetensors.h"
-#include "io/sha256.h"
-#include "model/conditioning.h"
+#include "lora/worker.h"
 #include "model/model.h"
-#include "model/vae.h"
 #include "pipeline/generate.h"
 #include "pipeline/img2img.h"
-#include "sample/rng.h"
-#include "sample/scheduler.h"
+#include "worker/request.h"
 
 #define MAX_SIDE 4096
 #define MAX_STEPS 1000
