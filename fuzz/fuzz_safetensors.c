@@ -11,6 +11,7 @@
  *   build-fuzz/fuzz_safetensors -max_total_time=60 CORPUS_DIR
  * Seeds: fuzz/corpus/fuzz_safetensors/.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,10 +48,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ENSURE(t && t->name && (unsigned)t->dtype < SDXL_ST_DTYPE_COUNT_);
         ENSURE(t->ndim >= 0 && t->ndim <= SDXL_ST_MAX_DIMS);
         uint64_t n = sdxl_st_dtype_size(t->dtype);
+        bool empty = false; /* a zero dimension: no bytes, whatever the other dims (no overflow then) */
         for (int d = 0; d < t->ndim; d++) {
             ENSURE(t->shape[d] >= 0);
-            ENSURE(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+            empty = empty || t->shape[d] == 0;
         }
+        for (int d = 0; d < t->ndim && !empty; d++) ENSURE(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+        if (empty) n = 0;
         ENSURE(n == t->nbytes);
         const uint8_t *p = t->data;
         ENSURE(p >= data && (size_t)(p - data) <= size && t->nbytes <= size - (size_t)(p - data));
