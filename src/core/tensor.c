@@ -25,6 +25,11 @@ sdxl_tensor sdxl_tensor_4d(void *data, sdxl_dtype dtype, int64_t n0, int64_t n1,
 }
 
 int64_t sdxl_tensor_nelem(const sdxl_tensor *t) {
+    /* an empty tensor has 0 elements whatever its other dims, which need not
+     * multiply within int64 (a file may say [2^32, 2^32, 0]); a non-empty
+     * one is backed by memory, so its product fits */
+    for (int i = 0; i < t->ndim; i++)
+        if (t->ne[i] == 0) return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->ne[i];
     return n;
