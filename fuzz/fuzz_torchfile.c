@@ -18,6 +18,7 @@
  *   build-fuzz/fuzz_torchfile -max_total_time=60 CORPUS_DIR
  * Seeds: fuzz/corpus/fuzz_torchfile/.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,10 +96,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ENSURE(t && t->name && (unsigned)t->dtype < SDXL_ST_DTYPE_COUNT_);
         ENSURE(t->ndim >= 0 && t->ndim <= SDXL_ST_MAX_DIMS);
         uint64_t n = sdxl_st_dtype_size(t->dtype);
+        bool empty = false; /* a zero dimension: no bytes, whatever the other dims (no overflow then) */
         for (int d = 0; d < t->ndim; d++) {
             ENSURE(t->shape[d] >= 0);
-            ENSURE(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+            empty = empty || t->shape[d] == 0;
         }
+        for (int d = 0; d < t->ndim && !empty; d++) ENSURE(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+        if (empty) n = 0;
         ENSURE(n == t->nbytes);
         ENSURE(t->data != NULL || t->nbytes == 0);
         const uint8_t *p = t->data;
